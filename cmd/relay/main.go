@@ -1,0 +1,79 @@
+// Command relay delivers a CMS's outbox events as signed webhooks. See README.md.
+//
+// This package only parses flags and wires parts together; behaviour lives in relay/,
+// outbox/ and schema/.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/relayhq/relay/relay"
+)
+
+// CLI is the whole command line. Every environment variable has a flag twin.
+type CLI struct {
+	Globals
+
+	Run      RunCmd      `cmd:"" default:"withargs" help:"Run the relay (default)."`
+	Migrate  MigrateCmd  `cmd:"" help:"Apply pending database migrations and exit."`
+	Emit     EmitCmd     `cmd:"" help:"Emit one event (in its own transaction)."`
+	Webhooks WebhooksCmd `cmd:"" help:"Manage webhooks."`
+	Version  VersionCmd  `cmd:"" help:"Print the version."`
+}
+
+func main() {
+	var cli CLI
+	parser, err := kong.New(&cli,
+		kong.Name("relay"),
+		kong.Description("Delivers a CMS's outbox events as signed webhooks, exactly once per webhook."),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	if err != nil {
+		fail(err)
+	}
+	kctx, err := parser.Parse(os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "relay: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := kctx.Run(ctx, &cli.Globals); err != nil {
+		fail(err)
+	}
+}
+
+// fail prints one line and exits non-zero, as every subcommand promises.
+func fail(err error) {
+	var exit exitError
+	code := 1
+	if errors.As(err, &exit) {
+		code = exit.code
+	}
+	fmt.Fprintf(os.Stderr, "relay: %v\n", err)
+	os.Exit(code)
+}
+
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
+
+// VersionCmd prints the version.
+type VersionCmd struct{}
+
+func (VersionCmd) Run() error {
+	fmt.Println("relay", relay.Version)
+	return nil
+}

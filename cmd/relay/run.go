@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/relayhq/relay/relay"
+	"github.com/relayhq/relay/relay/netguard"
+	"github.com/relayhq/relay/relay/server"
+)
+
+// RunCmd runs the relay. Its flags are the relay's configuration; each names the
+// environment variable it mirrors, and a bad value stops startup with a one-line
+// error naming that variable.
+type RunCmd struct {
+	Addr               string `name:"addr" env:"RELAY_ADDR" default:":8080" help:"HTTP listen address (health, metrics, Admin API, Stripe endpoint)."`
+	HTTPTimeout        string `name:"http-timeout" env:"RELAY_HTTP_TIMEOUT" default:"10s" help:"Timeout of each delivery attempt."`
+	RetrySchedule      string `name:"retry-schedule" env:"RELAY_RETRY_SCHEDULE" default:"5s,5m,30m,2h,5h,10h,10h" help:"Waits between attempts (±20% jitter); then the delivery fails."`
+	AllowedTargets     string `name:"allowed-targets" env:"RELAY_ALLOWED_TARGETS" default:"" help:"Comma-separated CIDRs or hosts that may be delivered to although private or loopback."`
+	Retention          string `name:"retention" env:"RELAY_RETENTION" default:"720h" help:"Prune finished events, deliveries and attempts older than this (0 keeps all)."`
+	DisableAfter       string `name:"disable-after" env:"RELAY_DISABLE_AFTER" default:"120h" help:"Disable a webhook failing without a single 2xx for this long (0 never)."`
+	WebhookSecret      string `name:"webhook-secret" env:"WEBHOOK_SECRET" default:"" help:"Stripe endpoint secret (whsec_...): verifies incoming Stripe events, signs stripe.* deliveries."`
+	Workers            string `name:"workers" env:"RELAY_WORKERS" default:"64" help:"Delivery attempts in flight in this process."`
+	WebhookConcurrency string `name:"webhook-concurrency" env:"RELAY_WEBHOOK_CONCURRENCY" default:"8" help:"Attempts in flight to one webhook, across all relays."`
+	PollInterval       string `name:"poll-interval" env:"RELAY_POLL_INTERVAL" default:"1s" help:"Fallback poll interval when no notification arrives."`
+}
+
+// config turns the flags into a validated relay.Config.
+func (c *RunCmd) config() (relay.Config, error) {
+	cfg := relay.DefaultConfig()
+	var err error
+	if cfg.HTTPTimeout, err = duration("RELAY_HTTP_TIMEOUT", "--http-timeout", c.HTTPTimeout, time.Millisecond, 10*time.Minute); err != nil {
+		return cfg, err
+	}
+	if cfg.Retry.Schedule, err = relay.ParseRetrySchedule(c.RetrySchedule); err != nil {
+		return cfg, fmt.Errorf("RELAY_RETRY_SCHEDULE (--retry-schedule): %w", err)
+	}
+	if cfg.Targets, err = netguard.ParseAllowlist(c.AllowedTargets); err != nil {
+		return cfg, fmt.Errorf("RELAY_ALLOWED_TARGETS (--allowed-targets): %w", err)
+	}
+	if cfg.Retention, err = duration("RELAY_RETENTION", "--retention", c.Retention, 0, 100*365*24*time.Hour); err != nil {
+		return cfg, err
+	}
+	if cfg.DisableAfter, err = duration("RELAY_DISABLE_AFTER", "--disable-after", c.DisableAfter, 0, 100*365*24*time.Hour); err != nil {
+		return cfg, err
+	}
+	if cfg.Workers, err = integer("RELAY_WORKERS", "--workers", c.Workers, 1, 10000); err != nil {
+		return cfg, err
+	}
+	if cfg.WebhookConcurrency, err = integer("RELAY_WEBHOOK_CONCURRENCY", "--webhook-concurrency", c.WebhookConcurrency, 1, 10000); err != nil {
+		return cfg, err
+	}
+	if cfg.PollInterval, err = duration("RELAY_POLL_INTERVAL", "--poll-interval", c.PollInterval, time.Millisecond, time.Hour); err != nil {
+		return cfg, err
+	}
+	cfg.StripeSecret = c.WebhookSecret
+	return cfg, cfg.Validate()
+}
+
+func duration(env, flag, s string, lo, hi time.Duration) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s (%s): invalid duration %q (examples: 10s, 1m30s, 720h)", env, flag, s)
+	}
+	if d < lo || d > hi {
+		return 0, fmt.Errorf("%s (%s): %s is out of range [%s, %s]", env, flag, d, lo, hi)
+	}
+	return d, nil
+}
+
+func integer(env, flag, s string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s (%s): invalid number %q", env, flag, s)
+	}
+	if n < lo || n > hi {
+		return 0, fmt.Errorf("%s (%s): %d is out of range [%d, %d]", env, flag, n, lo, hi)
+	}
+	return n, nil
+}
+
+func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
+	log, err := g.logger(os.Stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := c.config()
+	if err != nil {
+		return err
+	}
+	db, err := g.connect(ctx, log, true)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	r, err := relay.New(db.Pool, cfg, log)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Addr:              c.Addr,
+		Handler:           server.New(server.Deps{Pool: db.Pool, Relay: r, Log: log}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	srvErr := make(chan error, 1)
+	go func() {
+		log.Info().Str("addr", c.Addr).Msg("HTTP listening")
+		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+			srvErr <- fmt.Errorf("RELAY_ADDR (--addr) %s: %w", c.Addr, err)
+		}
+		close(srvErr)
+	}()
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	relayErr := make(chan error, 1)
+	go func() { relayErr <- r.Run(runCtx) }()
+
+	var firstErr error
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("signal received: shutting down")
+	case err := <-srvErr:
+		firstErr = err
+	case err := <-relayErr:
+		firstErr = err
+		relayErr <- err
+	}
+	cancel()
+	if err := <-relayErr; err != nil && firstErr == nil {
+		firstErr = err
+	}
+	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	_ = srv.Shutdown(shutdownCtx)
+	return firstErr
+}
+
+// MigrateCmd applies pending migrations.
+type MigrateCmd struct{}
+
+func (MigrateCmd) Run(ctx context.Context, g *Globals) error {
+	log, err := g.logger(os.Stderr)
+	if err != nil {
+		return err
+	}
+	db, err := g.connect(ctx, log, true)
+	if err != nil {
+		return err
+	}
+	db.Close()
+	fmt.Println("database is up to date")
+	return nil
+}

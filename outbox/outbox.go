@@ -1,0 +1,171 @@
+// Package outbox is what a CMS imports to write relay events inside its own
+// transactions. An event written with a transaction that later rolls back is never
+// delivered; one written with a transaction that commits is delivered.
+//
+// The package depends on pgx and database/sql only: it is a thin, typed wrapper over
+// the SQL function relay.emit, which any language can call directly:
+//
+//	SELECT relay.emit('post.published', '{"post":{"current":{...},"previous":{}}}');
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Event is one event to emit: Name is a registered event name (a Ghost event such as
+// "post.published", "stripe.<type>", or one registered with `relay events register`),
+// and Data is the exact JSON body receivers get.
+type Event struct {
+	Name string
+	Data json.RawMessage
+}
+
+// ErrUnknownEvent is returned (wrapped) when PostgreSQL rejects an event name with
+// SQLSTATE 22023; test it with errors.Is.
+var ErrUnknownEvent = errors.New("outbox: unknown event name or invalid data")
+
+// ErrPayloadTooLarge is returned (wrapped) when data exceeds the relay's size limit.
+var ErrPayloadTooLarge = errors.New("outbox: event data too large")
+
+// ErrInvalidJSON is returned when Data is not valid JSON; nothing is sent to the database.
+var ErrInvalidJSON = errors.New("outbox: event data is not valid JSON")
+
+const (
+	emitSQL      = `SELECT relay.emit($1, $2::jsonb)`
+	emitBatchSQL = `SELECT relay.emit(e.name, e.data)
+  FROM unnest($1::text[], $2::jsonb[]) WITH ORDINALITY AS e(name, data, n)
+ ORDER BY e.n`
+)
+
+// Emit writes one event in tx and returns its id, which receivers see as the
+// webhook-id header. Nothing is visible to the relay until tx commits.
+func Emit(ctx context.Context, tx pgx.Tx, name string, data json.RawMessage) (string, error) {
+	if err := validate(data); err != nil {
+		return "", err
+	}
+	var id string
+	if err := tx.QueryRow(ctx, emitSQL, name, string(data)).Scan(&id); err != nil {
+		return "", wrap(name, err)
+	}
+	return id, nil
+}
+
+// EmitBatch writes many events in tx with one statement and returns their ids in the
+// order given. Either all are written or, on error, none.
+func EmitBatch(ctx context.Context, tx pgx.Tx, events []Event) ([]string, error) {
+	names, datas, err := columns(events)
+	if err != nil || len(events) == 0 {
+		return nil, err
+	}
+	rows, err := tx.Query(ctx, emitBatchSQL, names, datas)
+	if err != nil {
+		return nil, wrap("", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, wrap("", err)
+	}
+	return ids, nil
+}
+
+// EmitSQL is Emit for a database/sql transaction (any driver that speaks to
+// PostgreSQL, e.g. pgx's stdlib or lib/pq).
+func EmitSQL(ctx context.Context, tx *sql.Tx, name string, data json.RawMessage) (string, error) {
+	if err := validate(data); err != nil {
+		return "", err
+	}
+	var id string
+	if err := tx.QueryRowContext(ctx, emitSQL, name, string(data)).Scan(&id); err != nil {
+		return "", wrap(name, err)
+	}
+	return id, nil
+}
+
+// EmitBatchSQL is EmitBatch for a database/sql transaction. Arrays are passed as
+// PostgreSQL array literals so that the call works with any PostgreSQL driver.
+func EmitBatchSQL(ctx context.Context, tx *sql.Tx, events []Event) ([]string, error) {
+	names, datas, err := columns(events)
+	if err != nil || len(events) == 0 {
+		return nil, err
+	}
+	rows, err := tx.QueryContext(ctx, emitBatchSQL, arrayLiteral(names), arrayLiteral(datas))
+	if err != nil {
+		return nil, wrap("", err)
+	}
+	defer rows.Close()
+	ids := make([]string, 0, len(events))
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, wrap("", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, wrap("", err)
+	}
+	return ids, nil
+}
+
+func validate(data json.RawMessage) error {
+	if !json.Valid(data) {
+		return ErrInvalidJSON
+	}
+	return nil
+}
+
+func columns(events []Event) (names, datas []string, err error) {
+	names = make([]string, len(events))
+	datas = make([]string, len(events))
+	for i, e := range events {
+		if err := validate(e.Data); err != nil {
+			return nil, nil, fmt.Errorf("event %d (%s): %w", i, e.Name, err)
+		}
+		names[i], datas[i] = e.Name, string(e.Data)
+	}
+	return names, datas, nil
+}
+
+// arrayLiteral renders a text[] literal with every element quoted and escaped, so no
+// element can break out of it whatever it contains.
+func arrayLiteral(elems []string) string {
+	buf := make([]byte, 0, 16*len(elems))
+	buf = append(buf, '{')
+	for i, e := range elems {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, '"')
+		for j := 0; j < len(e); j++ {
+			if e[j] == '"' || e[j] == '\\' {
+				buf = append(buf, '\\')
+			}
+			buf = append(buf, e[j])
+		}
+		buf = append(buf, '"')
+	}
+	return string(append(buf, '}'))
+}
+
+func wrap(name string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "22023":
+			return fmt.Errorf("%w: %w", ErrUnknownEvent, err)
+		case "54000":
+			return fmt.Errorf("%w: %w", ErrPayloadTooLarge, err)
+		}
+	}
+	if name != "" {
+		return fmt.Errorf("outbox: emit %q: %w", name, err)
+	}
+	return fmt.Errorf("outbox: emit batch: %w", err)
+}

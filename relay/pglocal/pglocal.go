@@ -1,0 +1,580 @@
+// Package pglocal runs a private PostgreSQL cluster from the server binaries installed on
+// the machine. `relay run` uses it when no DATABASE_URL is given, and tests use it for a
+// throwaway cluster.
+//
+// The cluster listens on 127.0.0.1 only, trusts every local connection (there is no
+// password), and keeps its socket, log (server.log) and chosen port (relay.port) inside
+// the data directory. When the caller is root the programs run as the ServerUser system
+// account, because PostgreSQL refuses to run as root.
+package pglocal
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Options configure Start.
+type Options struct {
+	DataDir string    // required; created if missing; initdb'd if it has no PG_VERSION
+	Port    int       // 0 = pick a free port on 127.0.0.1, preferring the one this DataDir used last
+	Fast    bool      // tests: fsync=off, synchronous_commit=off, full_page_writes=off
+	Stdout  io.Writer // optional: where to copy initdb/pg_ctl output on failure
+}
+
+// Superuser is the cluster's superuser role; initdb creates it and trust auth lets anyone
+// on 127.0.0.1 log in as it.
+const Superuser = "postgres"
+
+const (
+	confFile     = "relay.conf" // rewritten on every start: port, sockets, durability
+	portFile     = "relay.port" // the port of the last start, reused when still free
+	logFile      = "server.log"
+	includeLine  = "include_if_exists = '" + confFile + "'"
+	startTimeout = 60 * time.Second // pg_ctl -t, and the readiness ping loop
+	maxSocketLen = 107              // sun_path is 108 bytes including the NUL
+	portAttempts = 4                // auto-picked ports can be stolen between probe and bind
+)
+
+// Server is a running (or stopped) local cluster. Its methods are safe for concurrent use.
+type Server struct {
+	binDir  string
+	dataDir string
+	port    int
+	fast    bool
+	stdout  io.Writer
+	as      runAs
+
+	attached bool
+
+	mu sync.Mutex // serialises Stop/Restart/Kill so pg_ctl invocations do not race
+}
+
+// Start brings up the cluster in o.DataDir, creating and initialising it if needed, and
+// returns once it accepts connections. When a server is already running on that data
+// directory Start attaches to it instead (see Attached).
+func Start(ctx context.Context, o Options) (*Server, error) {
+	if o.DataDir == "" {
+		return nil, errors.New("pglocal: Options.DataDir is required")
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		return nil, fmt.Errorf("pglocal: invalid port %d", o.Port)
+	}
+	dir, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("pglocal: resolve data dir %s: %w", o.DataDir, err)
+	}
+	binDir, err := FindBinDir()
+	if err != nil {
+		return nil, fmt.Errorf("pglocal: %w", err)
+	}
+	as, err := serverIdentity()
+	if err != nil {
+		return nil, fmt.Errorf("pglocal: %w", err)
+	}
+	s := &Server{binDir: binDir, dataDir: dir, fast: o.Fast, stdout: o.Stdout, as: as}
+
+	if err := s.prepareDir(); err != nil {
+		return nil, fmt.Errorf("pglocal: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
+		if err := s.initdb(ctx); err != nil {
+			return nil, fmt.Errorf("pglocal: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("pglocal: %w", err)
+	}
+	if err := s.ensureInclude(); err != nil {
+		return nil, fmt.Errorf("pglocal: %w", err)
+	}
+
+	running, err := s.isRunning(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pglocal: %w", err)
+	}
+	if running {
+		if err := s.attach(ctx, o.Port); err != nil {
+			return nil, fmt.Errorf("pglocal: %w", err)
+		}
+		return s, nil
+	}
+
+	if o.Port != 0 {
+		if err := s.startOn(ctx, o.Port); err != nil {
+			return nil, fmt.Errorf("pglocal: %w", err)
+		}
+		return s, nil
+	}
+	// Another process (often a parallel test binary) can take a free port between our
+	// probe and the postmaster's bind, so an auto-picked port gets a few tries.
+	var lastErr error
+	for attempt := 0; attempt < portAttempts; attempt++ {
+		port, err := s.pickPort(attempt == 0)
+		if err != nil {
+			return nil, fmt.Errorf("pglocal: %w", err)
+		}
+		lastErr = s.startOn(ctx, port)
+		if lastErr == nil {
+			return s, nil
+		}
+		if !errors.Is(lastErr, errPortInUse) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("pglocal: %w", lastErr)
+}
+
+// URL is a connection string for database dbname as the superuser.
+func (s *Server) URL(dbname string) string {
+	u := url.URL{
+		Scheme:   "postgres",
+		User:     url.User(Superuser),
+		Host:     net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)),
+		Path:     "/" + dbname,
+		RawQuery: "sslmode=disable",
+	}
+	return u.String()
+}
+
+// Port is the TCP port the cluster listens on; it stays the same across Restart.
+func (s *Server) Port() int { return s.port }
+
+// DataDir is the absolute path of the cluster's data directory.
+func (s *Server) DataDir() string { return s.dataDir }
+
+// Attached reports whether Start found the server already running and did not start it.
+// Stop still stops such a server; a caller that merely borrowed it may prefer not to.
+func (s *Server) Attached() bool { return s.attached }
+
+// LogPath is the server's log file; its tail is included in start errors.
+func (s *Server) LogPath() string { return filepath.Join(s.dataDir, logFile) }
+
+// Stop shuts the server down cleanly (pg_ctl stop -m fast). Stopping a server that is not
+// running is not an error, so cleanups can call it unconditionally.
+func (s *Server) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.stop(ctx, "fast"); err != nil {
+		return fmt.Errorf("pglocal: %w", err)
+	}
+	return nil
+}
+
+// Kill shuts the server down without a checkpoint (pg_ctl stop -m immediate), so the next
+// start goes through crash recovery, as after a power loss of the server alone.
+func (s *Server) Kill() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if err := s.stop(ctx, "immediate"); err != nil {
+		return fmt.Errorf("pglocal: %w", err)
+	}
+	return nil
+}
+
+// Restart stops the server (if it runs) and starts it again on the same port and data
+// directory. Clients see their connections drop and must reconnect.
+func (s *Server) Restart(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.stop(ctx, "fast"); err != nil {
+		return fmt.Errorf("pglocal: restart: %w", err)
+	}
+	if err := s.startOn(ctx, s.port); err != nil {
+		return fmt.Errorf("pglocal: restart: %w", err)
+	}
+	return nil
+}
+
+// CreateDatabase creates database name, copied from template when template is not empty.
+// PostgreSQL refuses to copy a template that has other connections open.
+func (s *Server) CreateDatabase(ctx context.Context, name, template string) error {
+	conn, err := pgx.Connect(ctx, s.URL("postgres"))
+	if err != nil {
+		return fmt.Errorf("pglocal: create database %s: connect: %w", name, err)
+	}
+	defer func() { _ = conn.Close(context.Background()) }()
+	sql := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize()
+	if template != "" {
+		sql += " TEMPLATE " + pgx.Identifier{template}.Sanitize()
+	}
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("pglocal: create database %s: %w", name, err)
+	}
+	return nil
+}
+
+// prepareDir creates the data directory and hands it to the server user. Its parents
+// are created world-searchable so the server user can reach it.
+func (s *Server) prepareDir() error {
+	if err := os.MkdirAll(filepath.Dir(s.dataDir), 0o755); err != nil {
+		return fmt.Errorf("create parent of data dir: %w", err)
+	}
+	if err := os.Mkdir(s.dataDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	fi, err := os.Stat(s.dataDir)
+	if err != nil {
+		return fmt.Errorf("stat data dir: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("data dir %s is not a directory", s.dataDir)
+	}
+	if err := s.as.checkTraverse(s.dataDir); err != nil {
+		return err
+	}
+	if err := s.as.chownTree(s.dataDir); err != nil {
+		return err
+	}
+	// postgres refuses a data directory readable by others.
+	if p := fi.Mode().Perm(); p != 0o700 && p != 0o750 {
+		if err := os.Chmod(s.dataDir, 0o700); err != nil {
+			return fmt.Errorf("chmod data dir: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) initdb(ctx context.Context) error {
+	entries, err := os.ReadDir(s.dataDir)
+	if err != nil {
+		return fmt.Errorf("read data dir: %w", err)
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("data dir %s is not empty but has no PG_VERSION, so it is not a PostgreSQL cluster: "+
+			"refusing to initdb over it (empty or remove it)", s.dataDir)
+	}
+	args := []string{"-D", s.dataDir, "-U", Superuser, "-A", "trust", "-E", "UTF8", "--locale=C"}
+	if s.fast {
+		args = append(args, "--no-sync")
+	}
+	if _, err := s.run(ctx, "initdb", args...); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ensureInclude makes postgresql.conf read relay.conf. Checking on every start (rather
+// than only after initdb) heals a cluster whose first start was interrupted.
+func (s *Server) ensureInclude() error {
+	path := filepath.Join(s.dataDir, "postgresql.conf")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read postgresql.conf: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == includeLine {
+			return nil
+		}
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open postgresql.conf: %w", err)
+	}
+	_, err = fmt.Fprintf(f, "\n# relay: settings that may change per start live in %s\n%s\n", confFile, includeLine)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("append to postgresql.conf: %w", err)
+	}
+	return nil
+}
+
+// writeConf writes relay.conf for a start on port. It is rewritten every time so that a
+// data dir first used by tests (Fast) gets durable settings back when started without it.
+func (s *Server) writeConf(port int) error {
+	onOff := "on"
+	if s.fast {
+		onOff = "off"
+	}
+	// The socket is only a convenience for psql -h DataDir; when the path would be too long
+	// for sun_path the server would refuse to start, so go without it.
+	sockDir := s.dataDir
+	if len(sockDir)+len("/.s.PGSQL.")+len(strconv.Itoa(port)) > maxSocketLen {
+		sockDir = ""
+	}
+	conf := fmt.Sprintf(`# Written by relay's pglocal on every start; edits are overwritten.
+listen_addresses = '127.0.0.1'
+port = %d
+unix_socket_directories = %s
+max_connections = 200
+fsync = %s
+synchronous_commit = %s
+full_page_writes = %s
+`, port, quoteConf(sockDir), onOff, onOff, onOff)
+	path := filepath.Join(s.dataDir, confFile)
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", confFile, err)
+	}
+	return s.as.chownFile(path)
+}
+
+func quoteConf(v string) string { return "'" + strings.ReplaceAll(v, "'", "''") + "'" }
+
+// errPortInUse marks a start that failed only because the port was taken.
+var errPortInUse = errors.New("port already in use")
+
+// startOn starts the stopped server on port and waits until it accepts connections.
+func (s *Server) startOn(ctx context.Context, port int) error {
+	if err := s.writeConf(port); err != nil {
+		return err
+	}
+	logPath := s.LogPath()
+	var logStart int64
+	if fi, err := os.Stat(logPath); err == nil {
+		logStart = fi.Size()
+	}
+	_, err := s.run(ctx, "pg_ctl", "start", "-w", "-t", strconv.Itoa(int(startTimeout/time.Second)),
+		"-D", s.dataDir, "-l", logPath)
+	if err != nil {
+		log := readFrom(logPath, logStart)
+		if strings.Contains(log, "could not bind") || strings.Contains(log, "already in use") {
+			err = fmt.Errorf("%w: 127.0.0.1:%d: %w", errPortInUse, port, err)
+		}
+		return fmt.Errorf("start server on port %d: %w%s", port, err, logTail(log))
+	}
+	s.port = port
+	if err := s.writePortFile(); err != nil {
+		return err
+	}
+	if err := s.waitReady(ctx); err != nil {
+		// Do not leave behind a server nobody can use or will stop.
+		stopCtx, cancel := context.WithTimeout(context.Background(), startTimeout)
+		defer cancel()
+		_ = s.stop(stopCtx, "immediate")
+		return fmt.Errorf("server started on port %d but %w%s", port, err, logTail(readFrom(logPath, logStart)))
+	}
+	return nil
+}
+
+// attach adopts a server that is already running on the data dir, e.g. one left behind
+// by a crashed relay, or one shared by two relays in the same directory.
+func (s *Server) attach(ctx context.Context, wantPort int) error {
+	port, err := s.pidFilePort()
+	if err != nil {
+		return fmt.Errorf("a server is already running on %s but its port is unknown: %w", s.dataDir, err)
+	}
+	if wantPort != 0 && wantPort != port {
+		return fmt.Errorf("a server is already running on %s, on port %d rather than the requested %d: stop it first",
+			s.dataDir, port, wantPort)
+	}
+	s.port = port
+	s.attached = true
+	if err := s.waitReady(ctx); err != nil {
+		return fmt.Errorf("a server is already running on %s (port %d) but %w%s", s.dataDir, port, err,
+			logTail(readTail(s.LogPath())))
+	}
+	return nil
+}
+
+// pidFilePort reads the port from postmaster.pid, whose fourth line it is.
+func (s *Server) pidFilePort() (int, error) {
+	b, err := os.ReadFile(filepath.Join(s.dataDir, "postmaster.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("read postmaster.pid: %w", err)
+	}
+	lines := strings.Split(string(b), "\n")
+	if len(lines) < 4 {
+		return 0, errors.New("postmaster.pid has no port line")
+	}
+	port, err := strconv.Atoi(strings.TrimSpace(lines[3]))
+	if err != nil {
+		return 0, fmt.Errorf("postmaster.pid port %q: %w", lines[3], err)
+	}
+	return port, nil
+}
+
+// pickPort prefers the port this data dir used last, so URLs that users copied from an
+// earlier run keep working, and otherwise asks the kernel for a free one.
+func (s *Server) pickPort(preferRemembered bool) (int, error) {
+	if preferRemembered {
+		if b, err := os.ReadFile(filepath.Join(s.dataDir, portFile)); err == nil {
+			if p, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && p > 0 && p < 65536 && portFree(p) {
+				return p, nil
+			}
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	_ = l.Close()
+	return true
+}
+
+func (s *Server) writePortFile() error {
+	path := filepath.Join(s.dataDir, portFile)
+	if err := os.WriteFile(path, []byte(strconv.Itoa(s.port)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", portFile, err)
+	}
+	return s.as.chownFile(path)
+}
+
+// waitReady pings until the server accepts connections. pg_ctl -w alone is not enough:
+// it reports readiness from postmaster.pid, which can precede the TCP listener being
+// usable for our URL (e.g. if someone else started the server with other settings).
+func (s *Server) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	var lastErr error
+	for {
+		attemptCtx, cancelAttempt := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := pgx.Connect(attemptCtx, s.URL("postgres"))
+		if err == nil {
+			err = conn.Ping(attemptCtx)
+			_ = conn.Close(context.Background())
+		}
+		cancelAttempt()
+		if err == nil {
+			return nil
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("it did not accept connections: %w", lastErr)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// isRunning asks pg_ctl status, which knows how to tell a live postmaster.pid from a stale
+// one left by a crash.
+func (s *Server) isRunning(ctx context.Context) (bool, error) {
+	cmd := s.command(ctx, "pg_ctl", "status", "-D", s.dataDir)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err == nil {
+		return true, nil
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 3 { // 3: no server running
+		return false, nil
+	}
+	return false, fmt.Errorf("pg_ctl status: %w: %s", err, strings.TrimSpace(out.String()))
+}
+
+func (s *Server) stop(ctx context.Context, mode string) error {
+	running, err := s.isRunning(ctx)
+	if err != nil {
+		return err
+	}
+	if !running {
+		return nil
+	}
+	_, err = s.run(ctx, "pg_ctl", "stop", "-w", "-t", strconv.Itoa(int(startTimeout/time.Second)),
+		"-m", mode, "-D", s.dataDir)
+	if err != nil {
+		return fmt.Errorf("stop server (%s): %w", mode, err)
+	}
+	return nil
+}
+
+// command prepares one of the PostgreSQL programs to run as the server user, in an
+// environment stripped of PG* variables so the caller's PGDATA, PGPORT etc. cannot
+// redirect it.
+func (s *Server) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, filepath.Join(s.binDir, name), args...)
+	// The inherited working directory (say /root/project) may be unreadable to the server
+	// user, and initdb/pg_ctl fail when they cannot resolve it.
+	cmd.Dir = s.dataDir
+	cmd.SysProcAttr = s.as.attr()
+	env := []string{"LC_ALL=C"}
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "PG") || strings.HasPrefix(kv, "LC_") || strings.HasPrefix(kv, "LANG=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	cmd.Env = env
+	// pg_ctl hands the postmaster our output pipe only if its redirection fails; this
+	// bounds how long Wait could then block on it.
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// run executes a program and, on failure, returns its output in the error and copies it
+// to Options.Stdout.
+func (s *Server) run(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := s.command(ctx, name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		if s.stdout != nil {
+			fmt.Fprintf(s.stdout, "pglocal: %s %s failed: %v\n%s", name, strings.Join(args, " "), err, out.String())
+		}
+		msg := strings.TrimSpace(out.String())
+		if s.as.cred != nil {
+			msg = fmt.Sprintf("(run as user %s) %s", s.as.name, msg)
+		}
+		return out.String(), fmt.Errorf("%s: %w: %s", name, err, tail(msg, 2000))
+	}
+	return out.String(), nil
+}
+
+// readFrom returns the log written since offset (capped), so errors show this start's
+// messages rather than those of earlier runs.
+func readFrom(path string, offset int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return ""
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, 1<<20))
+	return string(b)
+}
+
+func readTail(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	return readFrom(path, max(0, fi.Size()-4096))
+}
+
+func logTail(log string) string {
+	log = strings.TrimSpace(log)
+	if log == "" {
+		return ""
+	}
+	return "\nserver.log (tail):\n" + tail(log, 3000)
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 && i < len(s)-1 {
+		s = s[i+1:]
+	}
+	return "..." + s
+}

@@ -1,0 +1,284 @@
+// Package webhook manages subscriptions (relay.webhooks): the rules of SPEC §3 and
+// Ghost's column set, shared by the CLI and the Admin API.
+package webhook
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Webhook is one subscription, with Ghost's columns plus status and disabled_reason.
+type Webhook struct {
+	ID                  string     `json:"id"`
+	Event               string     `json:"event"`
+	TargetURL           string     `json:"target_url"`
+	Name                *string    `json:"name"`
+	Secret              *string    `json:"secret"`
+	APIVersion          string     `json:"api_version"`
+	IntegrationID       *string    `json:"integration_id"`
+	Status              string     `json:"status"`
+	DisabledReason      *string    `json:"disabled_reason"`
+	LastTriggeredAt     *time.Time `json:"last_triggered_at"`
+	LastTriggeredStatus *string    `json:"last_triggered_status"`
+	LastTriggeredError  *string    `json:"last_triggered_error"`
+	CreatedAt           time.Time  `json:"created_at"`
+	UpdatedAt           time.Time  `json:"updated_at"`
+}
+
+// Masked returns a copy safe to print: the secret, if any, is replaced by a hint.
+func (w Webhook) Masked() Webhook {
+	if w.Secret != nil && *w.Secret != "" {
+		m := MaskSecret(*w.Secret)
+		w.Secret = &m
+	}
+	return w
+}
+
+// MaskSecret keeps only enough of a secret to tell two apart.
+func MaskSecret(s string) string {
+	if strings.HasPrefix(s, "whsec_") && len(s) > 10 {
+		return "whsec_****" + s[len(s)-4:]
+	}
+	return "****"
+}
+
+// ValidationError is bad input from the caller; the Admin API answers it with 422.
+type ValidationError struct {
+	Field   string
+	Message string
+}
+
+func (e *ValidationError) Error() string { return e.Message }
+
+// ErrNotFound is returned for an unknown webhook id.
+var ErrNotFound = errors.New("webhook not found")
+
+// Input is what a caller may set. Nil fields are left as they are on Edit.
+type Input struct {
+	Event         *string
+	TargetURL     *string
+	Name          *string
+	Secret        *string
+	APIVersion    *string
+	IntegrationID *string
+	// Status re-enables ("active") or disables ("disabled") a webhook.
+	Status *string
+}
+
+// GenerateSecret makes a Standard Webhooks secret: "whsec_" and 32 random bytes in base64.
+func GenerateSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate secret: %w", err)
+	}
+	return "whsec_" + base64.StdEncoding.EncodeToString(b), nil
+}
+
+// ValidateTargetURL accepts an absolute http(s) URL of at most 2000 characters.
+func ValidateTargetURL(s string) error {
+	if s == "" {
+		return &ValidationError{"target_url", "Validation error, cannot save webhook. target_url is required."}
+	}
+	if len(s) > 2000 {
+		return &ValidationError{"target_url", "Validation error, cannot save webhook. target_url must be at most 2000 characters."}
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
+		return &ValidationError{"target_url", fmt.Sprintf("Validation error, cannot save webhook. target_url must be an absolute http(s) URL, got %q.", truncate(s, 100))}
+	}
+	return nil
+}
+
+// ValidateEvent checks the shape of an event pattern; whether the name is registered is
+// checked by the database (relay.check_webhook), which knows the registry.
+func ValidateEvent(s string) error {
+	switch {
+	case s == "":
+		return &ValidationError{"event", "Validation error, cannot save webhook. event is required."}
+	case len(s) > 50:
+		return &ValidationError{"event", "Validation error, cannot save webhook. event must be at most 50 characters."}
+	case s != strings.ToLower(s):
+		return &ValidationError{"event", fmt.Sprintf("Validation error, cannot save webhook. event must be lowercase, got %q.", s)}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// Store reads and writes relay.webhooks.
+type Store struct{ Pool *pgxpool.Pool }
+
+const columns = `id, event, target_url, name, secret, api_version, integration_id, status,
+	disabled_reason, last_triggered_at, last_triggered_status, last_triggered_error, created_at, updated_at`
+
+func scan(row pgx.Row) (Webhook, error) {
+	var w Webhook
+	err := row.Scan(&w.ID, &w.Event, &w.TargetURL, &w.Name, &w.Secret, &w.APIVersion, &w.IntegrationID,
+		&w.Status, &w.DisabledReason, &w.LastTriggeredAt, &w.LastTriggeredStatus, &w.LastTriggeredError,
+		&w.CreatedAt, &w.UpdatedAt)
+	return w, err
+}
+
+// Add creates a webhook. Event and TargetURL are required.
+func (s Store) Add(ctx context.Context, in Input) (Webhook, error) {
+	if in.Event == nil || in.TargetURL == nil {
+		if in.Event == nil {
+			return Webhook{}, ValidateEvent("")
+		}
+		return Webhook{}, ValidateTargetURL("")
+	}
+	if err := validate(in); err != nil {
+		return Webhook{}, err
+	}
+	apiVersion := "v5"
+	if in.APIVersion != nil && *in.APIVersion != "" {
+		apiVersion = *in.APIVersion
+	}
+	row := s.Pool.QueryRow(ctx, `INSERT INTO relay.webhooks (event, target_url, name, secret, api_version, integration_id)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+columns,
+		*in.Event, *in.TargetURL, in.Name, emptyNil(in.Secret), apiVersion, in.IntegrationID)
+	w, err := scan(row)
+	if err != nil {
+		return Webhook{}, mapError(err)
+	}
+	return w, nil
+}
+
+// Edit changes the fields set in in.
+func (s Store) Edit(ctx context.Context, id string, in Input) (Webhook, error) {
+	if err := validate(in); err != nil {
+		return Webhook{}, err
+	}
+	if in.Status != nil && *in.Status != "active" && *in.Status != "disabled" {
+		return Webhook{}, &ValidationError{"status", "Validation error, cannot edit webhook. status must be active or disabled."}
+	}
+	row := s.Pool.QueryRow(ctx, `UPDATE relay.webhooks SET
+		event = coalesce($2, event),
+		target_url = coalesce($3, target_url),
+		name = coalesce($4, name),
+		secret = CASE WHEN $5::text IS NULL THEN secret ELSE nullif($5, '') END,
+		api_version = coalesce($6, api_version),
+		integration_id = coalesce($7, integration_id),
+		status = coalesce($8, status),
+		disabled_reason = CASE WHEN $8::text = 'active' THEN NULL
+		                       WHEN $8::text = 'disabled' AND status = 'active' THEN 'disabled by operator'
+		                       ELSE disabled_reason END,
+		updated_at = now()
+		WHERE id = $1 RETURNING `+columns,
+		id, in.Event, in.TargetURL, in.Name, in.Secret, in.APIVersion, in.IntegrationID, in.Status)
+	w, err := scan(row)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Webhook{}, ErrNotFound
+	}
+	if err != nil {
+		return Webhook{}, mapError(err)
+	}
+	if in.Status != nil && *in.Status == "disabled" {
+		if _, err := s.Pool.Exec(ctx, `UPDATE relay.deliveries SET status = 'cancelled', next_attempt_at = NULL,
+			last_error = 'webhook disabled: ' || coalesce($2, 'by operator')
+			WHERE webhook_id = $1 AND status = 'pending'`, id, w.DisabledReason); err != nil {
+			return w, fmt.Errorf("cancel pending deliveries of %s: %w", id, err)
+		}
+	}
+	return w, nil
+}
+
+// Remove deletes a webhook; its deliveries and attempts stay for audit, and pending
+// ones are cancelled (by a trigger, so SQL deletes behave the same).
+func (s Store) Remove(ctx context.Context, id string) error {
+	tag, err := s.Pool.Exec(ctx, `DELETE FROM relay.webhooks WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("delete webhook %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// Get returns one webhook.
+func (s Store) Get(ctx context.Context, id string) (Webhook, error) {
+	w, err := scan(s.Pool.QueryRow(ctx, `SELECT `+columns+` FROM relay.webhooks WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Webhook{}, ErrNotFound
+	}
+	if err != nil {
+		return Webhook{}, fmt.Errorf("get webhook %s: %w", id, err)
+	}
+	return w, nil
+}
+
+// List returns every webhook, oldest first.
+func (s Store) List(ctx context.Context) ([]Webhook, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT `+columns+` FROM relay.webhooks ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list webhooks: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Webhook, error) { return scan(r) })
+	if err != nil {
+		return nil, fmt.Errorf("list webhooks: %w", err)
+	}
+	return out, nil
+}
+
+func validate(in Input) error {
+	if in.Event != nil {
+		if err := ValidateEvent(*in.Event); err != nil {
+			return err
+		}
+	}
+	if in.TargetURL != nil {
+		if err := ValidateTargetURL(*in.TargetURL); err != nil {
+			return err
+		}
+	}
+	if in.Name != nil && len(*in.Name) > 191 {
+		return &ValidationError{"name", "Validation error, cannot save webhook. name must be at most 191 characters."}
+	}
+	if in.Secret != nil && len(*in.Secret) > 191 {
+		return &ValidationError{"secret", "Validation error, cannot save webhook. secret must be at most 191 characters."}
+	}
+	if in.Secret != nil && strings.HasPrefix(*in.Secret, "whsec_") {
+		if _, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(*in.Secret, "whsec_")); err != nil {
+			return &ValidationError{"secret", "Validation error, cannot save webhook. a whsec_ secret must be followed by base64."}
+		}
+	}
+	return nil
+}
+
+func emptyNil(s *string) *string {
+	if s == nil || *s == "" {
+		return nil
+	}
+	return s
+}
+
+func mapError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "23505":
+			return &ValidationError{"target_url", "Target URL has already been used for this event."}
+		case "22023":
+			return &ValidationError{"event", "Validation error, cannot save webhook. " + pgErr.Message + "."}
+		case "23514", "22001":
+			return &ValidationError{"", "Validation error, cannot save webhook. " + pgErr.Message + "."}
+		}
+	}
+	return fmt.Errorf("save webhook: %w", err)
+}

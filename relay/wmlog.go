@@ -1,0 +1,26 @@
+package relay
+
+import (
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/rs/zerolog"
+)
+
+// wmLogger adapts zerolog to Watermill. Watermill's Info lines are lifecycle chatter
+// ("Starting handler"), so they go out at debug; errors stay errors.
+type wmLogger struct{ l zerolog.Logger }
+
+func (w wmLogger) Error(msg string, err error, fields watermill.LogFields) {
+	w.l.Error().Err(err).Fields(map[string]any(fields)).Msg(msg)
+}
+func (w wmLogger) Info(msg string, fields watermill.LogFields) {
+	w.l.Debug().Fields(map[string]any(fields)).Msg(msg)
+}
+func (w wmLogger) Debug(msg string, fields watermill.LogFields) {
+	w.l.Trace().Fields(map[string]any(fields)).Msg(msg)
+}
+func (w wmLogger) Trace(msg string, fields watermill.LogFields) {
+	w.l.Trace().Fields(map[string]any(fields)).Msg(msg)
+}
+func (w wmLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return wmLogger{w.l.With().Fields(map[string]any(fields)).Logger()}
+}
