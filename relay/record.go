@@ -62,7 +62,9 @@ WITH r AS (
        SET last_triggered_at = l.started_at,
            last_triggered_status = l.status_code::text,
            last_triggered_error = l.error,
-           last_success_at = CASE WHEN l.any_success THEN now() ELSE w.last_success_at END
+           last_success_at = CASE WHEN l.any_success THEN now() ELSE w.last_success_at END,
+           failing_since = CASE WHEN l.any_success THEN NULL
+                                ELSE coalesce(w.failing_since, l.started_at) END
       FROM last l
      WHERE w.id = l.webhook_id
 )

@@ -83,6 +83,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	recDone := make(chan struct{})
 	go func() { defer close(recDone); rec.run(recCtx) }()
 
+	go maintainer{r}.run(bg)
+
 	closing := make(chan struct{})
 	outboxSub, err := newOutboxSubscriber(r.pool, r.cfg, notes.outbox, closing, wlog)
 	if err != nil {

@@ -123,7 +123,7 @@ func sharedCluster() (*pglocal.Server, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
-	srv, dir, err := startCluster(ctx)
+	srv, dir, err := startCluster(ctx, nil)
 	if err != nil {
 		// Remember the failure: retrying a broken initdb in every test only multiplies
 		// the wait and the noise.
@@ -135,12 +135,14 @@ func sharedCluster() (*pglocal.Server, error) {
 }
 
 // NewCluster starts a dedicated cluster for a test that stops, restarts or kills
-// PostgreSQL. It is stopped and removed in t.Cleanup.
+// PostgreSQL. It is stopped and removed in t.Cleanup. Unlike the shared cluster it commits
+// synchronously, so a Kill loses no transaction that a client saw commit, as with a
+// production server; otherwise fault tests would report phantom redeliveries.
 func NewCluster(t testing.TB) *pglocal.Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
-	srv, dir, err := startCluster(ctx)
+	srv, dir, err := startCluster(ctx, map[string]string{"synchronous_commit": "on"})
 	if err != nil {
 		t.Fatalf("testutil: %v", err)
 	}
@@ -159,7 +161,7 @@ func NewCluster(t testing.TB) *pglocal.Server {
 
 // startCluster starts a Fast cluster in a new directory under /tmp. Not t.TempDir: as root
 // the server runs as another user, who cannot traverse t.TempDir's 0700 directories.
-func startCluster(ctx context.Context) (*pglocal.Server, string, error) {
+func startCluster(ctx context.Context, settings map[string]string) (*pglocal.Server, string, error) {
 	dir, err := os.MkdirTemp("/tmp", "relay-test-pg-*")
 	if err != nil {
 		return nil, "", fmt.Errorf("create cluster dir: %w", err)
@@ -168,7 +170,9 @@ func startCluster(ctx context.Context) (*pglocal.Server, string, error) {
 		_ = os.RemoveAll(dir)
 		return nil, "", fmt.Errorf("chmod cluster dir: %w", err)
 	}
-	srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: dir + "/data", Fast: true, Stdout: os.Stderr})
+	srv, err := pglocal.Start(ctx, pglocal.Options{
+		DataDir: dir + "/data", Fast: true, Stdout: os.Stderr, Settings: settings,
+	})
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, "", fmt.Errorf("start PostgreSQL for tests: %w", err)

@@ -78,7 +78,11 @@ func TestLifecycle(t *testing.T) {
 	defer cancel()
 	dataDir := filepath.Join(tempDir(t), "data")
 
-	srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: dataDir, Fast: true, Stdout: os.Stderr})
+	// Kill must not lose acknowledged commits, which Fast's synchronous_commit=off would.
+	srv, err := pglocal.Start(ctx, pglocal.Options{
+		DataDir: dataDir, Fast: true, Stdout: os.Stderr,
+		Settings: map[string]string{"synchronous_commit": "on"},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +96,10 @@ func TestLifecycle(t *testing.T) {
 	}
 	if got := queryInt(t, ctx, srv.URL("postgres"), "select current_setting('max_connections')::int"); got != 200 {
 		t.Errorf("max_connections = %d, want 200", got)
+	}
+	if got := queryInt(t, ctx, srv.URL("postgres"),
+		"select (current_setting('fsync') = 'off' and current_setting('synchronous_commit') = 'on')::int"); got != 1 {
+		t.Error("want fsync=off from Fast and synchronous_commit=on from Settings")
 	}
 
 	t.Run("CreateDatabase", func(t *testing.T) {
@@ -159,7 +167,8 @@ func TestLifecycle(t *testing.T) {
 		if _, err := pgx.Connect(ctx, srv.URL("postgres")); err == nil {
 			t.Fatal("connected to a stopped server")
 		}
-		again, err := pglocal.Start(ctx, pglocal.Options{DataDir: dataDir, Fast: true})
+		again, err := pglocal.Start(ctx, pglocal.Options{DataDir: dataDir, Fast: true,
+			Settings: map[string]string{"synchronous_commit": "on"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,5 +211,15 @@ func TestStartAsRootNeedsTraversableParent(t *testing.T) {
 	_, err := pglocal.Start(context.Background(), pglocal.Options{DataDir: filepath.Join(parent, "data")})
 	if err == nil || !strings.Contains(err.Error(), "cannot traverse "+parent) {
 		t.Fatalf("err = %v, want one saying the server user cannot traverse %s", err, parent)
+	}
+}
+
+func TestStartRejectsBadSetting(t *testing.T) {
+	_, err := pglocal.Start(context.Background(), pglocal.Options{
+		DataDir:  filepath.Join(tempDir(t), "data"),
+		Settings: map[string]string{"port = 1\nfsync": "off"},
+	})
+	if err == nil || !strings.Contains(err.Error(), "invalid setting") {
+		t.Fatalf("err = %v, want an invalid setting error", err)
 	}
 }

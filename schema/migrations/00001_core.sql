@@ -105,6 +105,8 @@ CREATE TABLE relay.webhooks (
     last_triggered_status varchar(50),
     last_triggered_error  text,
     last_success_at       timestamptz,
+    -- Start of the current run of failures (no 2xx since); NULL while healthy.
+    failing_since         timestamptz,
     created_at            timestamptz NOT NULL DEFAULT now(),
     updated_at            timestamptz NOT NULL DEFAULT now()
 );
