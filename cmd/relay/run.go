@@ -28,6 +28,7 @@ type RunCmd struct {
 	Workers            string `name:"workers" env:"RELAY_WORKERS" default:"64" help:"Delivery attempts in flight in this process."`
 	WebhookConcurrency string `name:"webhook-concurrency" env:"RELAY_WEBHOOK_CONCURRENCY" default:"8" help:"Attempts in flight to one webhook, across all relays."`
 	PollInterval       string `name:"poll-interval" env:"RELAY_POLL_INTERVAL" default:"1s" help:"Fallback poll interval when no notification arrives."`
+	InstanceID         string `name:"instance-id" env:"RELAY_INSTANCE_ID" default:"" help:"Name of this relay in logs and leases (default: host-pid-random)."`
 }
 
 // config turns the flags into a validated relay.Config.
@@ -59,6 +60,7 @@ func (c *RunCmd) config() (relay.Config, error) {
 		return cfg, err
 	}
 	cfg.StripeSecret = c.WebhookSecret
+	cfg.InstanceID = c.InstanceID
 	return cfg, cfg.Validate()
 }
 

@@ -1,0 +1,292 @@
+package relay_test
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/relayhq/relay/relay"
+	"github.com/relayhq/relay/testutil"
+)
+
+// gaps returns the time between consecutive requests.
+func gaps(reqs []testutil.Received) []time.Duration {
+	var out []time.Duration
+	for i := 1; i < len(reqs); i++ {
+		out = append(out, reqs[i].At.Sub(reqs[i-1].At))
+	}
+	return out
+}
+
+func TestFailingTwiceThenOKSucceedsOnThirdAttemptOnSchedule(t *testing.T) {
+	db := testutil.NewDB(t)
+	var n atomic.Int32
+	rc := testutil.NewReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		if n.Add(1) <= 2 {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	wh := addWebhook(t, db, "post.added", rc.URL(), "")
+	cfg := testConfig(t)
+	cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{300 * time.Millisecond, 600 * time.Millisecond, time.Hour}}
+	startRelay(t, db, cfg)
+	id := emit(t, db, "post.added", map[string]any{"post": map[string]any{"current": map[string]any{}}})
+
+	reqs := rc.WaitFor(t, 3, 15*time.Second)
+	for _, r := range reqs {
+		if r.Header.Get("webhook-id") != id {
+			t.Fatalf("retry carried webhook-id %q, want %q", r.Header.Get("webhook-id"), id)
+		}
+	}
+	g := gaps(reqs)
+	for i, want := range cfg.Retry.Schedule[:2] {
+		// Lower bound: never early. Upper bound: generous, this is a busy 2-core box.
+		if g[i] < want || g[i] > want+time.Second {
+			t.Errorf("wait before attempt %d = %s, want about %s", i+2, g[i], want)
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		return queryInt(t, db, `SELECT count(*) FROM relay.deliveries WHERE webhook_id = $1 AND status = 'succeeded' AND attempts = 3`, wh.ID) == 1
+	}, "delivery not succeeded with 3 attempts")
+	var codes string
+	if err := db.Pool.QueryRow(context.Background(), `SELECT string_agg(coalesce(status_code::text, '-'), ',' ORDER BY attempt)
+		FROM relay.delivery_attempts a JOIN relay.deliveries d ON d.id = a.delivery_id WHERE d.webhook_id = $1`, wh.ID).Scan(&codes); err != nil {
+		t.Fatal(err)
+	}
+	if codes != "502,502,200" {
+		t.Errorf("attempt status codes = %s, want 502,502,200", codes)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if rc.Count() != 3 {
+		t.Errorf("receiver got %d requests after success, want 3", rc.Count())
+	}
+}
+
+func TestExhaustedScheduleLeavesDeliveryFailed(t *testing.T) {
+	db := testutil.NewDB(t)
+	rc := testutil.NewReceiver(t, status(http.StatusInternalServerError))
+	wh := addWebhook(t, db, "tag.added", rc.URL(), "")
+	cfg := testConfig(t)
+	cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{100 * time.Millisecond}}
+	startRelay(t, db, cfg)
+	emit(t, db, "tag.added", map[string]any{"tag": map[string]any{"current": map[string]any{"slug": "x"}}})
+	rc.WaitFor(t, 2, 10*time.Second)
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		return queryInt(t, db, `SELECT count(*) FROM relay.deliveries WHERE webhook_id = $1 AND status = 'failed' AND attempts = 2 AND next_attempt_at IS NULL`, wh.ID) == 1
+	}, "delivery did not end failed after 2 attempts")
+	time.Sleep(400 * time.Millisecond)
+	if rc.Count() != 2 {
+		t.Errorf("receiver got %d requests, want 2", rc.Count())
+	}
+}
+
+func TestGoneDisablesWebhookAndCancelsItsPendingDeliveries(t *testing.T) {
+	db := testutil.NewDB(t)
+	release := make(chan struct{})
+	var first sync.Once
+	gone := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		// Hold the first request until the rest are queued behind it.
+		first.Do(func() {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		})
+		w.WriteHeader(http.StatusGone)
+	})
+	healthy := testutil.NewReceiver(t, nil)
+	wh := addWebhook(t, db, "post.edited", gone.URL(), "")
+	addWebhook(t, db, "post.edited", healthy.URL(), "")
+	cfg := testConfig(t)
+	cfg.WebhookConcurrency = 1
+	startRelay(t, db, cfg)
+	for i := range 5 {
+		emit(t, db, "post.edited", map[string]any{"n": i})
+	}
+	gone.WaitFor(t, 1, 10*time.Second)
+	healthy.WaitFor(t, 5, 10*time.Second)
+	close(release)
+
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		return queryInt(t, db, `SELECT count(*) FROM relay.webhooks WHERE id = $1 AND status = 'disabled' AND disabled_reason LIKE '%410%'`, wh.ID) == 1
+	}, "webhook not disabled after 410")
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		return queryInt(t, db, `SELECT count(*) FROM relay.deliveries WHERE webhook_id = $1 AND status = 'cancelled'`, wh.ID) == 4
+	}, "pending deliveries of the gone webhook not cancelled")
+	emit(t, db, "post.edited", map[string]any{"after": true})
+	healthy.WaitFor(t, 6, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if gone.Count() != 1 {
+		t.Errorf("disabled webhook got %d requests, want 1", gone.Count())
+	}
+	if n := queryInt(t, db, `SELECT count(*) FROM relay.deliveries WHERE webhook_id = $1`, wh.ID); n != 5 {
+		t.Errorf("disabled webhook has %d deliveries, want the 5 from before it was disabled", n)
+	}
+}
+
+func TestRetryAfterOn429IsHonoured(t *testing.T) {
+	db := testutil.NewDB(t)
+	var n atomic.Int32
+	rc := testutil.NewReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		if n.Add(1) == 1 {
+			w.Header().Set("Retry-After", "2")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	addWebhook(t, db, "member.edited", rc.URL(), "")
+	cfg := testConfig(t)
+	// The schedule says 1.5s; Retry-After asks for 2s, which is within [1.5s, 3s].
+	cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{1500 * time.Millisecond}}
+	startRelay(t, db, cfg)
+	emit(t, db, "member.edited", map[string]any{"member": map[string]any{}})
+	reqs := rc.WaitFor(t, 2, 15*time.Second)
+	if g := reqs[1].At.Sub(reqs[0].At); g < 2*time.Second || g > 3500*time.Millisecond {
+		t.Errorf("retry after 429 with Retry-After: 2 came after %s, want about 2s", g)
+	}
+}
+
+func TestTimeoutAndRedirectAreFailedAttempts(t *testing.T) {
+	db := testutil.NewDB(t)
+	hang := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		<-r.Context().Done()
+	})
+	elsewhere := testutil.NewReceiver(t, nil)
+	redirect := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		http.Redirect(w, r, elsewhere.URL(), http.StatusTemporaryRedirect)
+	})
+	hw := addWebhook(t, db, "page.added", hang.URL(), "")
+	rw := addWebhook(t, db, "page.added", redirect.URL(), "")
+	cfg := testConfig(t)
+	cfg.HTTPTimeout = 500 * time.Millisecond
+	cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{time.Hour}}
+	startRelay(t, db, cfg)
+	emit(t, db, "page.added", map[string]any{"page": map[string]any{}})
+
+	read := func(webhookID string) (code *int, errText string) {
+		testutil.Eventually(t, 10*time.Second, func() bool {
+			return queryInt(t, db, `SELECT count(*) FROM relay.delivery_attempts a JOIN relay.deliveries d ON d.id = a.delivery_id WHERE d.webhook_id = $1`, webhookID) == 1
+		}, "attempt not recorded")
+		if err := db.Pool.QueryRow(context.Background(), `SELECT a.status_code, a.error FROM relay.delivery_attempts a
+			JOIN relay.deliveries d ON d.id = a.delivery_id WHERE d.webhook_id = $1`, webhookID).Scan(&code, &errText); err != nil {
+			t.Fatal(err)
+		}
+		return code, errText
+	}
+	if code, errText := read(hw.ID); code != nil || errText != "timeout after 500ms" {
+		t.Errorf("hanging receiver: status %v error %q, want none and a timeout", code, errText)
+	}
+	if code, errText := read(rw.ID); code == nil || *code != 307 || errText != "HTTP 307" {
+		t.Errorf("redirect: status %v error %q, want 307", code, errText)
+	}
+	if elsewhere.Count() != 0 {
+		t.Errorf("redirect was followed")
+	}
+}
+
+func TestPerWebhookConcurrencyIsBounded(t *testing.T) {
+	db := testutil.NewDB(t)
+	var inFlight, peak atomic.Int32
+	rc := testutil.NewReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	})
+	addWebhook(t, db, "post.added", rc.URL(), "")
+	cfg := testConfig(t)
+	cfg.WebhookConcurrency = 3
+	startRelay(t, db, cfg)
+	for i := range 60 {
+		emit(t, db, "post.added", map[string]any{"n": i})
+	}
+	rc.WaitFor(t, 60, 20*time.Second)
+	if p := peak.Load(); p > 3 || p < 2 {
+		t.Errorf("peak concurrent requests to one webhook = %d, want at most 3 (and some parallelism)", p)
+	}
+}
+
+func TestContinuouslyFailingWebhookIsDisabled(t *testing.T) {
+	db := testutil.NewDB(t)
+	rc := testutil.NewReceiver(t, status(http.StatusServiceUnavailable))
+	wh := addWebhook(t, db, "site.changed", rc.URL(), "")
+	cfg := testConfig(t)
+	cfg.DisableAfter = time.Second
+	cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{200 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond,
+		200 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond,
+		200 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond, 200 * time.Millisecond}}
+	startRelay(t, db, cfg)
+	emit(t, db, "site.changed", map[string]any{})
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		return queryInt(t, db, `SELECT count(*) FROM relay.webhooks WHERE id = $1 AND status = 'disabled' AND disabled_reason LIKE 'no successful delivery since%'`, wh.ID) == 1
+	}, "webhook not auto-disabled")
+	if n := queryInt(t, db, `SELECT count(*) FROM relay.deliveries WHERE webhook_id = $1 AND status = 'cancelled'`, wh.ID); n != 1 {
+		t.Errorf("pending delivery of the disabled webhook not cancelled")
+	}
+}
+
+// TestHangingReceiverDoesNotDelayOthers measures a healthy receiver's commit-to-receipt
+// latency with and without a second webhook whose receiver hangs until the timeout,
+// and compares the p99s.
+func TestHangingReceiverDoesNotDelayOthers(t *testing.T) {
+	const events = 150
+	run := func(withHanging bool) (p50, p99 time.Duration) {
+		db := testutil.NewDB(t)
+		var mu sync.Mutex
+		var lat []time.Duration
+		emitted := map[string]time.Time{}
+		healthy := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+			mu.Lock()
+			if at, ok := emitted[r.Header.Get("webhook-id")]; ok {
+				lat = append(lat, time.Since(at))
+			}
+			mu.Unlock()
+		})
+		addWebhook(t, db, "post.edited", healthy.URL(), "")
+		if withHanging {
+			hang := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) { <-r.Context().Done() })
+			addWebhook(t, db, "post.edited", hang.URL(), "")
+		}
+		cfg := testConfig(t)
+		cfg.HTTPTimeout = time.Second
+		cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{100 * time.Millisecond, 100 * time.Millisecond, 100 * time.Millisecond}}
+		startRelay(t, db, cfg)
+		for i := range events {
+			mu.Lock()
+			start := time.Now()
+			id := emit(t, db, "post.edited", map[string]any{"n": i})
+			emitted[id] = start
+			mu.Unlock()
+			time.Sleep(10 * time.Millisecond)
+		}
+		testutil.Eventually(t, 30*time.Second, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(lat) >= events
+		}, "healthy receiver did not get every event")
+		mu.Lock()
+		defer mu.Unlock()
+		slices.Sort(lat)
+		return lat[len(lat)/2], lat[len(lat)*99/100]
+	}
+	base50, base99 := run(false)
+	hang50, hang99 := run(true)
+	t.Logf("healthy receiver latency, commit to receipt: alone p50 %s p99 %s; beside a hanging receiver p50 %s p99 %s",
+		base50, base99, hang50, hang99)
+	// 2x the baseline, plus 25 ms of slack for scheduling noise on a loaded 2-core machine.
+	if hang99 > 2*base99+25*time.Millisecond {
+		t.Errorf("p99 beside a hanging receiver %s exceeds 2x the baseline %s", hang99, base99)
+	}
+}
