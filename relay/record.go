@@ -50,8 +50,8 @@ WITH r AS (
               r.error, r.excerpt, r.status
 ), att AS (
     INSERT INTO relay.delivery_attempts
-           (delivery_id, attempt, started_at, duration_ms, status_code, error, response_excerpt)
-    SELECT id, attempts, started_at, duration_ms, status_code, error, excerpt FROM upd
+           (delivery_id, attempt, started_at, duration_ms, status_code, error, response_excerpt, relay_instance)
+    SELECT id, attempts, started_at, duration_ms, status_code, error, excerpt, $10 FROM upd
 ), last AS (
     SELECT DISTINCT ON (webhook_id) webhook_id, started_at, status_code, error,
            bool_or(status = 'succeeded') OVER (PARTITION BY webhook_id) AS any_success
@@ -74,9 +74,10 @@ SELECT id FROM upd`
 // batch is being written, the next accumulates. This group commit is what keeps the
 // database round trips per delivery well below one under load.
 type recorder struct {
-	pool *pgxpool.Pool
-	log  zerolog.Logger
-	in   chan *pending
+	pool  *pgxpool.Pool
+	owner string
+	log   zerolog.Logger
+	in    chan *pending
 	// onRetry is told when a delivery will be due again, so a poller can wake then.
 	onRetry func(at time.Time)
 }
@@ -88,8 +89,8 @@ type pending struct {
 
 const maxRecordBatch = 500
 
-func newRecorder(pool *pgxpool.Pool, log zerolog.Logger) *recorder {
-	return &recorder{pool: pool, log: log, in: make(chan *pending, maxRecordBatch)}
+func newRecorder(pool *pgxpool.Pool, owner string, log zerolog.Logger) *recorder {
+	return &recorder{pool: pool, owner: owner, log: log, in: make(chan *pending, maxRecordBatch)}
 }
 
 // errLeaseLost means the attempt's lease had passed to another relay before its
@@ -192,7 +193,7 @@ func (r *recorder) write(ctx context.Context, batch []*pending) (map[int64]bool,
 	backoff := 50 * time.Millisecond
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		rows, err := r.pool.Query(ctx, recordSQL, ids, tokens, started, durations, codes, errs, excerpts, statuses, nextAts)
+		rows, err := r.pool.Query(ctx, recordSQL, ids, tokens, started, durations, codes, errs, excerpts, statuses, nextAts, r.owner)
 		var recorded map[int64]bool
 		if err == nil {
 			recorded = make(map[int64]bool, n)

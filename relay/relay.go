@@ -72,7 +72,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	notes := newNotifier(r.pool.Config().ConnConfig.Copy(), r.log)
 	go notes.run(bg)
 
-	rec := newRecorder(r.pool, r.log)
+	rec := newRecorder(r.pool, r.owner, r.log)
 	rec.onRetry = func(at time.Time) {
 		// Polling finds it anyway; a timer makes short retry schedules punctual.
 		if d := time.Until(at); d < time.Minute {

@@ -46,7 +46,8 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := kctx.Run(ctx, &cli.Globals); err != nil {
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	if err := kctx.Run(&cli.Globals); err != nil {
 		fail(err)
 	}
 }

@@ -107,7 +107,7 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	srv := &http.Server{
 		Addr:              c.Addr,
-		Handler:           server.New(server.Deps{Pool: db.Pool, Relay: r, Log: log}),
+		Handler:           server.New(server.Deps{Pool: db.Pool, Relay: r, Log: log, StripeSecret: cfg.StripeSecret}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	srvErr := make(chan error, 1)

@@ -169,6 +169,8 @@ CREATE TABLE relay.delivery_attempts (
     status_code      integer,
     error            text,
     response_excerpt text,
+    -- Which relay made the attempt (RELAY_INSTANCE_ID, or host-pid-random).
+    relay_instance   text,
     PRIMARY KEY (delivery_id, attempt)
 );
 
