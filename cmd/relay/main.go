@@ -25,6 +25,7 @@ type CLI struct {
 	Migrate  MigrateCmd  `cmd:"" help:"Apply pending database migrations and exit."`
 	Emit     EmitCmd     `cmd:"" help:"Emit one event (in its own transaction)."`
 	Webhooks WebhooksCmd `cmd:"" help:"Manage webhooks."`
+	Bench    BenchCmd    `cmd:"" help:"Measure throughput, latency, CPU and memory on this machine."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
 }
 
