@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/relayhq/relay/relay/metrics"
 	"github.com/relayhq/relay/relay/netguard"
 )
 
@@ -45,6 +46,8 @@ type Config struct {
 	Retention time.Duration
 	// InstanceID names this process in logs and leases; empty picks a random one.
 	InstanceID string
+	// Metrics receives counts and timings from the pipeline; nil turns them off.
+	Metrics *metrics.Metrics
 }
 
 // DefaultConfig returns the documented defaults.

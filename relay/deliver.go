@@ -17,6 +17,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/rs/zerolog"
 
+	"github.com/relayhq/relay/relay/metrics"
 	"github.com/relayhq/relay/relay/netguard"
 	"github.com/relayhq/relay/relay/signing"
 )
@@ -85,12 +86,26 @@ func (d *deliverer) handle(msg *message.Message) error {
 	if !ok {
 		return errors.New("deliver: message carries no claimed delivery")
 	}
+	if c.stale() && !d.stillOurs(msg.Context(), c) {
+		c.done(false)
+		return nil
+	}
 	res := d.post(msg.Context(), c)
+	gone := res.StatusCode == http.StatusGone
+	if gone {
+		// Before the webhook's next request may start: it gets nothing more.
+		if err := d.store.disable(msg.Context(), c.WebhookID, metrics.DisabledGone, "receiver answered 410 Gone", c.ID); err != nil {
+			d.log.Error().Err(err).Str("webhook_id", c.WebhookID).Msg("could not disable webhook after 410")
+		}
+	}
+	// The receiver may get its next request while this result is recorded.
+	c.done(gone)
 	out := d.decide(c, res)
 	if err := d.rec.record(msg.Context(), out); err != nil {
 		d.log.Error().Err(err).Int64("delivery_id", c.ID).Msg("could not record attempt; the lease will expire and the delivery will be tried again")
 		return err
 	}
+	d.cfg.Metrics.Attempt(out.Status, res.Duration, res.Started.Add(res.Duration).Sub(c.CommittedAt))
 	if !res.succeeded() {
 		ev := d.log.Warn()
 		if out.Status == statusFailed {
@@ -102,12 +117,21 @@ func (d *deliverer) handle(msg *message.Message) error {
 			Str("outcome", out.Status).Dur("duration", res.Duration).
 			Msg("delivery attempt failed")
 	}
-	if res.StatusCode == http.StatusGone {
-		if err := d.store.disable(msg.Context(), c.WebhookID, "receiver answered 410 Gone"); err != nil {
-			d.log.Error().Err(err).Str("webhook_id", c.WebhookID).Msg("could not disable webhook after 410")
-		}
-	}
 	return nil
+}
+
+// stillOursSQL checks a delivery that waited in this relay's queue: the webhook may have
+// been disabled or deleted, or the delivery cancelled, since it was claimed.
+const stillOursSQL = `
+SELECT EXISTS (SELECT 1 FROM relay.deliveries d JOIN relay.webhooks w ON w.id = d.webhook_id
+                WHERE d.id = $1 AND d.lease_token = $2 AND d.status = 'pending' AND w.status = 'active')`
+
+func (d *deliverer) stillOurs(ctx context.Context, c *claimed) bool {
+	var ok bool
+	if err := d.rec.pool.QueryRow(ctx, stillOursSQL, c.ID, c.LeaseToken).Scan(&ok); err != nil {
+		return true // cannot tell: attempt it; the record is fenced anyway
+	}
+	return ok
 }
 
 // post makes one attempt. Every header is set fresh per attempt except webhook-id,

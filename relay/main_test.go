@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,4 +109,34 @@ func queryInt(t testing.TB, db *testutil.DB, sql string, args ...any) int {
 
 func status(code int) func(http.ResponseWriter, *http.Request, []byte) {
 	return func(w http.ResponseWriter, _ *http.Request, _ []byte) { w.WriteHeader(code) }
+}
+
+// runRelay is startRelay with an early stop: stop shuts the relay down and waits for
+// it (it runs at the test's end too, and only once).
+func runRelay(t testing.TB, db *testutil.DB, cfg relay.Config) (*relay.Relay, func()) {
+	t.Helper()
+	r, err := relay.New(db.Pool, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("relay stopped with error: %v", err)
+				}
+			case <-time.After(cfg.HTTPTimeout + 10*time.Second):
+				t.Errorf("relay did not stop in time")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	testutil.Eventually(t, 10*time.Second, r.Running, "relay did not start")
+	return r, stop
 }

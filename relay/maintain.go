@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/relayhq/relay/relay/metrics"
 )
 
 // maintainer runs the periodic housekeeping: disabling webhooks that have failed for
@@ -60,8 +62,9 @@ WITH w AS (
        SET status = 'cancelled', next_attempt_at = NULL, last_error = 'webhook disabled: ' || w.disabled_reason
       FROM w
      WHERE d.webhook_id = w.id AND d.status = 'pending'
+    RETURNING d.webhook_id
 )
-SELECT id, disabled_reason FROM w`
+SELECT id, disabled_reason, (SELECT count(*) FROM c WHERE c.webhook_id = w.id) FROM w`
 
 func (m maintainer) disableFailing(ctx context.Context) error {
 	d := m.r.cfg.DisableAfter
@@ -75,10 +78,12 @@ func (m maintainer) disableFailing(ctx context.Context) error {
 	defer rows.Close()
 	for rows.Next() {
 		var id, reason string
-		if err := rows.Scan(&id, &reason); err != nil {
-			return err
+		var cancelled int64
+		if err := rows.Scan(&id, &reason, &cancelled); err != nil {
+			return fmt.Errorf("disable failing webhooks: %w", err)
 		}
-		m.r.log.Warn().Str("webhook_id", id).Str("reason", reason).Msg("webhook disabled")
+		m.r.cfg.Metrics.WebhookDisabled(metrics.DisabledFailing, cancelled)
+		m.r.log.Warn().Str("webhook_id", id).Str("reason", reason).Int64("cancelled_deliveries", cancelled).Msg("webhook disabled")
 	}
 	return rows.Err()
 }

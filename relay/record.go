@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
+
+	"github.com/relayhq/relay/relay/metrics"
 )
 
 const (
@@ -45,7 +47,9 @@ WITH r AS (
            last_error = r.error,
            delivered_at = CASE WHEN r.status = 'succeeded' THEN now() ELSE d.delivered_at END
       FROM r
-     WHERE d.id = r.id AND d.lease_token = r.token
+     -- The redundant = ANY lets the planner find the rows by primary key instead of
+     -- hash-joining a scan of every delivery.
+     WHERE d.id = ANY($1::bigint[]) AND d.id = r.id AND d.lease_token = r.token
     RETURNING d.id, d.attempts, d.webhook_id, r.started_at, r.duration_ms, r.status_code,
               r.error, r.excerpt, r.status
 ), att AS (
@@ -237,27 +241,41 @@ func transient(err error) bool {
 
 // disabler turns webhooks off and cancels their pending deliveries.
 type disabler struct {
-	pool *pgxpool.Pool
-	log  zerolog.Logger
+	pool    *pgxpool.Pool
+	log     zerolog.Logger
+	metrics *metrics.Metrics
 }
 
+// disableSQL reports whether this statement disabled the webhook, so that concurrent
+// 410s (or another relay) log and count the state change once.
 const disableSQL = `
 WITH w AS (
     UPDATE relay.webhooks SET status = 'disabled', disabled_reason = $2
      WHERE id = $1 AND status = 'active'
     RETURNING id
+), c AS (
+    UPDATE relay.deliveries d
+       SET status = 'cancelled', next_attempt_at = NULL, last_error = 'webhook disabled: ' || $2
+      FROM w
+     WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.id <> $3
+    RETURNING 1
 )
-UPDATE relay.deliveries d
-   SET status = 'cancelled', next_attempt_at = NULL, last_error = 'webhook disabled: ' || $2
-  FROM w
- WHERE d.webhook_id = w.id AND d.status = 'pending'`
+SELECT EXISTS (SELECT 1 FROM w), (SELECT count(*) FROM c)`
 
-func (s *disabler) disable(ctx context.Context, webhookID, reason string) error {
-	tag, err := s.pool.Exec(ctx, disableSQL, webhookID, reason)
-	if err != nil {
+// disable disables the webhook for reason; kind is the metrics.Disabled* label.
+// disable turns a webhook off and cancels its pending deliveries, except the delivery
+// whose attempt caused it (its own result records it as failed).
+func (s *disabler) disable(ctx context.Context, webhookID, kind, reason string, except int64) error {
+	var disabled bool
+	var cancelled int64
+	if err := s.pool.QueryRow(ctx, disableSQL, webhookID, reason, except).Scan(&disabled, &cancelled); err != nil {
 		return fmt.Errorf("disable webhook %s: %w", webhookID, err)
 	}
+	if !disabled {
+		return nil // already disabled, by another attempt or relay
+	}
+	s.metrics.WebhookDisabled(kind, cancelled)
 	s.log.Warn().Str("webhook_id", webhookID).Str("reason", reason).
-		Int64("cancelled_deliveries", tag.RowsAffected()).Msg("webhook disabled")
+		Int64("cancelled_deliveries", cancelled).Msg("webhook disabled")
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,8 @@ type Relay struct {
 	log     zerolog.Logger
 	owner   string
 	running atomic.Bool
+	started chan struct{} // closed once, when both stages first consume
+	once    sync.Once
 }
 
 // New checks cfg and returns a Relay that is not yet running.
@@ -54,8 +57,13 @@ func New(pool *pgxpool.Pool, cfg Config, log zerolog.Logger) (*Relay, error) {
 		_, _ = rand.Read(b)
 		owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
 	}
-	return &Relay{pool: pool, cfg: cfg, log: log.With().Str("instance", owner).Logger(), owner: owner}, nil
+	return &Relay{pool: pool, cfg: cfg, log: log.With().Str("instance", owner).Logger(), owner: owner,
+		started: make(chan struct{})}, nil
 }
+
+// Started is closed when both pipeline stages are first consuming, so that the
+// process can announce a start that really happened; it stays open if Run fails first.
+func (r *Relay) Started() <-chan struct{} { return r.started }
 
 // Running reports whether both pipeline stages are consuming; it turns false as soon
 // as shutdown begins, before in-flight attempts finish.
@@ -97,7 +105,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		client:    newHTTPClient(r.cfg),
 		userAgent: "relay/" + Version,
 		rec:       rec,
-		store:     &disabler{pool: r.pool, log: r.log},
+		store:     &disabler{pool: r.pool, log: r.log, metrics: r.cfg.Metrics},
 		log:       r.log,
 		now:       time.Now,
 	}
@@ -107,7 +115,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		stopRecorder()
 		return fmt.Errorf("relay: create router: %w", err)
 	}
-	router.AddConsumerHandler("fanout", outboxTopic, outboxSub, fanout)
+	router.AddConsumerHandler("fanout", outboxTopic, outboxSub, countedFanout(r.cfg.Metrics, (&fanouter{batch: r.cfg.OutboxBatch}).handle))
 	router.AddConsumerHandler("deliver", "deliveries", claimSub, d.handle)
 
 	routerErr := make(chan error, 1)
@@ -115,8 +123,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	select {
 	case <-router.Running():
 		r.running.Store(true)
-		r.log.Info().Int("workers", r.cfg.Workers).Int("webhook_concurrency", r.cfg.WebhookConcurrency).
-			Dur("http_timeout", r.cfg.HTTPTimeout).Msg("relay started")
+		r.once.Do(func() { close(r.started) })
+		// Debug: the binary logs "relay started" with its whole configuration.
+		r.log.Debug().Int("workers", r.cfg.Workers).Int("webhook_concurrency", r.cfg.WebhookConcurrency).
+			Dur("http_timeout", r.cfg.HTTPTimeout).Msg("pipeline started")
 	case err := <-routerErr:
 		stopRecorder()
 		return fmt.Errorf("relay: router stopped at start: %w", err)
@@ -137,7 +147,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	stopRecorder()
 	<-recDone
 	r.releaseLeases()
-	r.log.Info().Msg("relay stopped")
+	r.log.Debug().Msg("pipeline stopped")
 	return runErr
 }
 

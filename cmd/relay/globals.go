@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/term"
 
+	"github.com/relayhq/relay/relay/apikey"
 	"github.com/relayhq/relay/relay/pglocal"
 	"github.com/relayhq/relay/schema"
 )
@@ -23,6 +24,9 @@ type Globals struct {
 	DataDir     string `name:"data-dir" env:"RELAY_DATA_DIR" default:"./.relay" help:"Where the private PostgreSQL keeps its data when DATABASE_URL is unset."`
 	LogFormat   string `name:"log-format" env:"RELAY_LOG_FORMAT" default:"" help:"json or console (default: console on a terminal, else json)."`
 	LogLevel    string `name:"log-level" env:"RELAY_LOG_LEVEL" default:"info" help:"trace, debug, info, warn or error."`
+	// KeyEncryptionKey seals Admin API key secrets in the database (AES-256-GCM). Prefer
+	// the environment variable: a flag's value shows in the process list.
+	KeyEncryptionKey string `name:"key-encryption-key" env:"RELAY_KEY_ENCRYPTION_KEY" default:"" help:"32 random bytes (64 hex or base64) that encrypt Admin API key secrets at rest. Unset: stored in plaintext, as Ghost does."`
 }
 
 // logger builds the process logger: JSON lines by default, a human console when asked
@@ -123,4 +127,13 @@ func (g *Globals) connect(ctx context.Context, log zerolog.Logger, migrate bool)
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
 	return &database{URL: url, Pool: pool, close: func() { pool.Close(); stopServer() }}, nil
+}
+
+// keyStore opens the Admin API key store with the configured key-encryption key.
+func (g *Globals) keyStore(db *database) (*apikey.Store, error) {
+	kek, err := apikey.ParseKEK(g.KeyEncryptionKey)
+	if err != nil {
+		return nil, fmt.Errorf("RELAY_KEY_ENCRYPTION_KEY (--key-encryption-key): %w", err)
+	}
+	return apikey.NewStore(db.Pool, kek)
 }

@@ -21,12 +21,19 @@ import (
 type CLI struct {
 	Globals
 
-	Run      RunCmd      `cmd:"" default:"withargs" help:"Run the relay (default)."`
-	Migrate  MigrateCmd  `cmd:"" help:"Apply pending database migrations and exit."`
-	Emit     EmitCmd     `cmd:"" help:"Emit one event (in its own transaction)."`
-	Webhooks WebhooksCmd `cmd:"" help:"Manage webhooks."`
-	Bench    BenchCmd    `cmd:"" help:"Measure throughput, latency, CPU and memory on this machine."`
-	Version  VersionCmd  `cmd:"" help:"Print the version."`
+	Run         RunCmd         `cmd:"" default:"withargs" help:"Run the relay (default)."`
+	Migrate     MigrateCmd     `cmd:"" help:"Apply pending database migrations and exit."`
+	Emit        EmitCmd        `cmd:"" help:"Emit one event (in its own transaction)."`
+	Webhooks    WebhooksCmd    `cmd:"" help:"Manage webhooks."`
+	Keys        KeysCmd        `cmd:"" help:"Manage Admin API keys (id:secret, as Ghost's)."`
+	Events      EventsCmd      `cmd:"" help:"Audit events."`
+	Deliveries  DeliveriesCmd  `cmd:"" help:"Audit deliveries."`
+	Redeliver   RedeliverCmd   `cmd:"" help:"Deliver again: one delivery, every delivery of an event (--event), or a webhook's failed ones (--webhook --since)."`
+	Bench       BenchCmd       `cmd:"" help:"Measure throughput, latency, CPU and memory on this machine."`
+	Status      StatusCmd      `cmd:"" help:"Show the outbox backlog and, per webhook, pending and failed deliveries and the last error."`
+	Receive     ReceiveCmd     `cmd:"" help:"Run a sample webhook receiver that verifies signatures and logs deliveries."`
+	Healthcheck HealthcheckCmd `cmd:"" help:"Exit 0 if the relay at RELAY_ADDR is ready (/readyz 200), else 1."`
+	Version     VersionCmd     `cmd:"" help:"Print the version."`
 }
 
 func main() {

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/relayhq/relay/relay"
+	"github.com/relayhq/relay/relay/metrics"
 	"github.com/relayhq/relay/relay/netguard"
 	"github.com/relayhq/relay/relay/server"
 )
@@ -86,7 +90,7 @@ func integer(env, flag, s string, lo, hi int) (int, error) {
 	return n, nil
 }
 
-func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
+func (c *RunCmd) Run(ctx context.Context, g *Globals, kctx *kong.Context) (err error) {
 	log, err := g.logger(os.Stderr)
 	if err != nil {
 		return err
@@ -95,25 +99,49 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
+	// Listen before connecting: a bad or busy RELAY_ADDR stops startup at once, with
+	// one line, rather than after a migration. Until Serve, connections wait in the
+	// backlog, and /readyz says 503 until the pipeline runs.
+	ln, err := net.Listen("tcp", c.Addr)
+	if err != nil {
+		return fmt.Errorf("RELAY_ADDR (--addr) %s: %w", c.Addr, err)
+	}
+	defer ln.Close()
 	db, err := g.connect(ctx, log, true)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	started := false
+	defer func() {
+		db.Close()
+		// Only a relay that said "started" says "stopped"; a failed start is the one
+		// error line fail prints.
+		if started {
+			ev := log.Info()
+			if err != nil {
+				ev = log.Error().Err(err)
+			}
+			ev.Msg("relay stopped")
+		}
+	}()
 
+	cfg.Metrics = metrics.New(metrics.Options{Pool: db.Pool, Version: relay.Version, Log: log})
 	r, err := relay.New(db.Pool, cfg, log)
 	if err != nil {
 		return err
 	}
+	keys, err := g.keyStore(db)
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
-		Addr:              c.Addr,
-		Handler:           server.New(server.Deps{Pool: db.Pool, Relay: r, Log: log, StripeSecret: cfg.StripeSecret}),
+		Handler: server.New(server.Deps{Pool: db.Pool, Relay: r, Log: log, StripeSecret: cfg.StripeSecret, Keys: keys,
+			Metrics: cfg.Metrics.Handler()}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	srvErr := make(chan error, 1)
 	go func() {
-		log.Info().Str("addr", c.Addr).Msg("HTTP listening")
-		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			srvErr <- fmt.Errorf("RELAY_ADDR (--addr) %s: %w", c.Addr, err)
 		}
 		close(srvErr)
@@ -125,14 +153,26 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 	go func() { relayErr <- r.Run(runCtx) }()
 
 	var firstErr error
-	select {
-	case <-ctx.Done():
-		log.Info().Msg("signal received: shutting down")
-	case err := <-srvErr:
-		firstErr = err
-	case err := <-relayErr:
-		firstErr = err
-		relayErr <- err
+	startedCh := r.Started()
+wait:
+	for {
+		select {
+		case <-startedCh:
+			startedCh, started = nil, true
+			log.Info().Str("version", relay.Version).Str("addr", ln.Addr().String()).
+				Str("database_url", redactDatabaseURL(db.URL)).Dict("config", startupConfig(kctx)).
+				Msg("relay started")
+		case <-ctx.Done():
+			log.Info().Msg("signal received: shutting down")
+			break wait
+		case err := <-srvErr:
+			firstErr = err
+			break wait
+		case err := <-relayErr:
+			firstErr = err
+			relayErr <- err
+			break wait
+		}
 	}
 	cancel()
 	if err := <-relayErr; err != nil && firstErr == nil {

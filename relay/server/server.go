@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/rs/zerolog"
 
+	"github.com/relayhq/relay/relay/apikey"
 	"github.com/relayhq/relay/schema"
 )
 
@@ -23,6 +24,14 @@ type Deps struct {
 	Pool  *pgxpool.Pool
 	Relay Runner
 	Log   zerolog.Logger
+	// StripeSecret (WEBHOOK_SECRET) verifies the Stripe endpoint's requests; empty
+	// makes that endpoint answer 503.
+	StripeSecret string
+	// Keys verifies the Admin and audit APIs' tokens; nil reads relay.api_keys
+	// without a key-encryption key (keys sealed under one are then refused).
+	Keys *apikey.Store
+	// Metrics serves /metrics (package metrics' Handler); nil leaves the route out.
+	Metrics http.Handler
 }
 
 // New returns the relay's HTTP handler.
@@ -32,6 +41,12 @@ func New(d Deps) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", d.readyz)
+	if d.Metrics != nil {
+		mux.Handle("GET /metrics", d.Metrics)
+	}
+	registerStripe(mux, d)
+	registerAdmin(mux, d)
+	registerAudit(mux, d)
 	return mux
 }
 

@@ -1,0 +1,200 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Selection says which deliveries to redeliver; set exactly one of DeliveryID, EventID
+// or WebhookID.
+type Selection struct {
+	// DeliveryID redelivers one delivery.
+	DeliveryID int64
+	// EventID redelivers every delivery of one event.
+	EventID string
+	// WebhookID redelivers the deliveries of one webhook created at or after Since
+	// (required) that are in Status (default "failed").
+	WebhookID string
+	Since     time.Time
+	Status    string
+}
+
+// Result tells what a redelivery did, delivery by delivery.
+type Result struct {
+	// Redelivered are now pending and due at once.
+	Redelivered []int64 `json:"redelivered"`
+	// InFlight had an attempt under way; it was left alone, since starting a second
+	// attempt beside it would break "at most one attempt in flight".
+	InFlight []int64 `json:"skipped_in_flight"`
+	// WebhookInactive belong to a disabled or deleted webhook, which the relay does not
+	// deliver to; re-enable the webhook first (and for a deleted one, there is no target).
+	WebhookInactive []int64 `json:"skipped_webhook_inactive"`
+}
+
+var (
+	// ErrInFlight is returned when the one delivery asked for has an attempt under way.
+	ErrInFlight = errors.New("an attempt of this delivery is in flight; try again when it has finished")
+	// ErrWebhookInactive is returned when the one delivery asked for belongs to a
+	// disabled or deleted webhook.
+	ErrWebhookInactive = errors.New("the delivery's webhook is disabled or deleted; enable it first")
+)
+
+// redeliverBatch bounds each statement so that redelivering a large backlog is many
+// short transactions, never one that holds thousands of row locks.
+const redeliverBatch = 500
+
+// redeliverSQL locks a batch of the selected deliveries and puts those that may go
+// back in the queue: pending, due now, no lease. The attempts and their numbering are
+// untouched, so the next attempt is appended as attempt n+1; delivered_at and the
+// last_* columns keep telling the past until that attempt is recorded. The in-flight
+// test runs on the locked row, so it cannot race with a relay claiming it.
+const redeliverSQL = `
+WITH cand AS (
+    SELECT d.id,
+           coalesce(w.status = 'active', false) AS webhook_ok,
+           (d.status = 'pending' AND d.lease_token IS NOT NULL AND d.lease_expires_at > now()) AS in_flight
+      FROM relay.deliveries d
+      LEFT JOIN relay.webhooks w ON w.id = d.webhook_id
+     WHERE %s AND d.id > $1
+     ORDER BY d.id
+     LIMIT $2
+       FOR UPDATE OF d
+), upd AS (
+    UPDATE relay.deliveries d
+       SET status = 'pending', next_attempt_at = now(),
+           lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+      FROM cand c
+     WHERE d.id = c.id AND c.webhook_ok AND NOT c.in_flight
+    RETURNING d.id
+)
+SELECT c.id, c.webhook_ok, c.in_flight FROM cand c ORDER BY c.id`
+
+// Redeliver puts the selected deliveries back in the queue, due now, and wakes every
+// running relay (NOTIFY relay_deliveries) so that they are attempted at once. It works
+// on any status: a failed or cancelled delivery is tried again, a pending one waiting
+// for its next retry is tried now, and a succeeded one is sent once more (an explicit
+// operator action; receivers see the same webhook-id and can deduplicate).
+//
+// A redelivered delivery continues its retry schedule from its attempt count: one
+// whose schedule was exhausted gets exactly one attempt, and is failed again if that
+// fails.
+//
+// For a single delivery, ErrNotFound, ErrInFlight or ErrWebhookInactive say why
+// nothing happened; for an event or a webhook, the Result lists what was skipped.
+func (s Store) Redeliver(ctx context.Context, sel Selection) (Result, error) {
+	res := Result{Redelivered: []int64{}, InFlight: []int64{}, WebhookInactive: []int64{}}
+	var cond string
+	var arg any
+	switch {
+	case sel.DeliveryID != 0 && sel.EventID == "" && sel.WebhookID == "":
+		cond, arg = "d.id = $3", sel.DeliveryID
+	case sel.EventID != "" && sel.DeliveryID == 0 && sel.WebhookID == "":
+		id, err := uuid.Parse(sel.EventID)
+		if err != nil {
+			return res, invalid("event", "event id must be a UUID, got %q", clip(sel.EventID))
+		}
+		cond, arg = "d.event_id = $3::uuid", id.String()
+	case sel.WebhookID != "" && sel.DeliveryID == 0 && sel.EventID == "":
+		if sel.Since.IsZero() {
+			return res, invalid("since", "redelivering a webhook's deliveries needs a since time")
+		}
+		status := sel.Status
+		if status == "" {
+			status = "failed"
+		}
+		if !validStatus(status) {
+			return res, invalid("status", "status must be one of pending, succeeded, failed, cancelled, got %q", status)
+		}
+		// Status is checked above; passing it as a parameter would be as good, but the
+		// literal lets the planner use the (status, created_at) index.
+		cond = "d.webhook_id = $3 AND d.created_at >= $4 AND d.status = '" + status + "'"
+		return s.redeliver(ctx, res, cond, sel.WebhookID, sel.Since)
+	default:
+		return res, invalid("selection", "choose exactly one of a delivery id, an event id, or a webhook id with a since time")
+	}
+	res, err := s.redeliver(ctx, res, cond, arg)
+	if err != nil {
+		return res, err
+	}
+	if sel.DeliveryID != 0 {
+		switch {
+		case len(res.InFlight) > 0:
+			return res, ErrInFlight
+		case len(res.WebhookInactive) > 0:
+			return res, ErrWebhookInactive
+		case len(res.Redelivered) == 0:
+			return res, ErrNotFound
+		}
+	}
+	if sel.EventID != "" && len(res.Redelivered)+len(res.InFlight)+len(res.WebhookInactive) == 0 {
+		var exists bool
+		if err := s.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM relay.outbox WHERE "uuid" = $1)`, arg).Scan(&exists); err != nil {
+			return res, fmt.Errorf("redeliver: look up event: %w", err)
+		}
+		if !exists {
+			return res, ErrNotFound
+		}
+	}
+	return res, nil
+}
+
+func (s Store) redeliver(ctx context.Context, res Result, cond string, args ...any) (Result, error) {
+	q := fmt.Sprintf(redeliverSQL, cond)
+	var last int64
+	for {
+		// One batch, kept apart until its transaction commits.
+		var batch Result
+		n := 0
+		err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+			batch, n = Result{}, 0
+			rows, err := tx.Query(ctx, q, append([]any{last, redeliverBatch}, args...)...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id int64
+				var ok, inFlight bool
+				if err := rows.Scan(&id, &ok, &inFlight); err != nil {
+					return err
+				}
+				n++
+				switch {
+				case !ok:
+					batch.WebhookInactive = append(batch.WebhookInactive, id)
+				case inFlight:
+					batch.InFlight = append(batch.InFlight, id)
+				default:
+					batch.Redelivered = append(batch.Redelivered, id)
+				}
+				last = id
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			rows.Close()
+			if len(batch.Redelivered) > 0 {
+				// Delivered at commit: running relays claim at once instead of at their
+				// next poll.
+				if _, err := tx.Exec(ctx, `SELECT pg_notify('relay_deliveries', '')`); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return res, fmt.Errorf("redeliver: %w", err)
+		}
+		res.Redelivered = append(res.Redelivered, batch.Redelivered...)
+		res.InFlight = append(res.InFlight, batch.InFlight...)
+		res.WebhookInactive = append(res.WebhookInactive, batch.WebhookInactive...)
+		if n < redeliverBatch {
+			return res, nil
+		}
+	}
+}

@@ -1,0 +1,93 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestGhostsOwnAdminAPIClientWorksUnchanged drives the Admin API with Ghost's official
+// JavaScript client, @tryghost/admin-api (pinned in testdata/ghost-admin-client), the
+// way a Ghost integration would: add, edit, delete, the errors it turns into
+// exceptions, and an old client pinned to v3. It needs node and `npm ci` in that
+// folder; without them it is skipped (the Go tests above emulate its token exactly).
+func TestGhostsOwnAdminAPIClientWorksUnchanged(t *testing.T) {
+	dir, err := filepath.Abs("testdata/ghost-admin-client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@tryghost", "admin-api")); err != nil {
+		t.Skipf("@tryghost/admin-api is not installed: run `npm ci` in %s", dir)
+	}
+	a := newAdminAPI(t, nil)
+	const target = "https://hooks.example.com/ghost"
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "client.js", a.srv.URL, a.key, target)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("client: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
+	}
+	steps := map[string]map[string]any{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("client printed %q: %v", sc.Text(), err)
+		}
+		steps[m["step"].(string)] = m
+	}
+	wh := func(step string) map[string]any {
+		m, _ := steps[step]["webhook"].(map[string]any)
+		if m == nil {
+			t.Fatalf("step %s: no webhook in %v", step, steps[step])
+		}
+		return m
+	}
+
+	added := wh("add")
+	if added["event"] != "post.published" || added["target_url"] != target || added["secret"] != "c1ient-secret" || added["name"] != "from admin-api" {
+		t.Errorf("add returned %v", added)
+	}
+	edited := wh("edit")
+	if edited["id"] != added["id"] || edited["target_url"] != target+"/edited" || edited["name"] != "renamed" {
+		t.Errorf("edit returned %v", edited)
+	}
+	for step, want := range map[string][2]string{
+		"duplicate":     {"ValidationError", "Target URL has already been used for this event."},
+		"unknown-event": {"ValidationError", "unknown webhook event"},
+		"bad-url":       {"ValidationError", "absolute http(s) URL"},
+		"delete-again":  {"NotFoundError", "Webhook not found."},
+		"wrong-secret":  {"UnauthorizedError", "invalid signature"},
+	} {
+		s := steps[step]
+		if s == nil || s["ok"] != false || s["name"] != want[0] || !strings.Contains(s["message"].(string), want[1]) {
+			t.Errorf("step %s: %v, want a %s containing %q", step, s, want[0], want[1])
+		}
+	}
+	if s := steps["delete"]; s == nil || s["ok"] != true {
+		t.Errorf("delete: %v", s)
+	}
+	if old := wh("add-v3"); old["event"] != "tag.added" {
+		t.Errorf("v3 client add returned %v", old)
+	}
+	var n int
+	if err := a.db.Pool.QueryRow(ctx, `SELECT count(*) FROM relay.webhooks`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("%d webhooks left, want the v3 one (%v)", n, err)
+	}
+}
