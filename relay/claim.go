@@ -57,7 +57,7 @@ RETURNING d.id, d.lease_token, d.event_id, d.attempts, d.next_attempt_at,
 // relay takes them at once instead of after the lease runs out.
 const releaseSQL = `
 UPDATE relay.deliveries SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
- WHERE lease_token = ANY($1::uuid[]) AND lease_owner = $2`
+ WHERE id = ANY($1::bigint[]) AND lease_token = ANY($2::uuid[]) AND lease_owner = $3`
 
 // claimed is one leased delivery on its way to the deliver handler.
 type claimed struct {
@@ -416,13 +416,14 @@ func (s *claimSubscriber) release(batch []*claimed) {
 	if len(batch) == 0 {
 		return
 	}
+	ids := make([]int64, len(batch))
 	tokens := make([]string, len(batch))
 	for i, c := range batch {
-		tokens[i] = c.LeaseToken
+		ids[i], tokens[i] = c.ID, c.LeaseToken
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := s.pool.Exec(ctx, releaseSQL, tokens, s.owner); err != nil {
+	if _, err := s.pool.Exec(ctx, releaseSQL, ids, tokens, s.owner); err != nil {
 		s.log.Warn().Err(err).Int("deliveries", len(batch)).Msg("could not release leases; they expire by themselves")
 	}
 }

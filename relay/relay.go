@@ -158,7 +158,7 @@ func (r *Relay) releaseLeases() {
 	defer cancel()
 	tag, err := r.pool.Exec(ctx, `UPDATE relay.deliveries
 		SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-		WHERE lease_owner = $1 AND lease_token IS NOT NULL`, r.owner)
+		WHERE status = 'pending' AND lease_owner = $1`, r.owner)
 	if err != nil {
 		r.log.Warn().Err(err).Msg("could not release leases; they expire by themselves")
 		return
