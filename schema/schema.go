@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/lock"
 )
 
 //go:embed migrations/*.sql
@@ -28,18 +27,16 @@ const VersionTable = "relay.schema_migrations"
 // lockID is the advisory lock (shared by every relay) that serialises migrations.
 const lockID int64 = 0x72656c6179 // "relay"
 
+// provider builds goose's migrator. Up serialises relays itself (withLock): goose's own
+// session locker polls every few seconds, which makes a second relay starting at the
+// same moment wait for nothing.
 func provider(db *sql.DB) (*goose.Provider, error) {
 	fsys, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return nil, fmt.Errorf("schema: open embedded migrations: %w", err)
 	}
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID))
-	if err != nil {
-		return nil, fmt.Errorf("schema: create migration lock: %w", err)
-	}
 	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
 		goose.WithTableName(VersionTable),
-		goose.WithSessionLocker(locker),
 		goose.WithDisableGlobalRegistry(true),
 	)
 	if err != nil {
@@ -56,25 +53,21 @@ func open(databaseURL string) (*sql.DB, error) {
 	return stdlib.OpenDB(*cfg), nil
 }
 
-// ensureSchema creates the relay schema that holds goose's version table. It runs under
-// the same lock as the migrations because CREATE SCHEMA IF NOT EXISTS is not safe against
-// a concurrent twin (it can fail with a unique violation).
-func ensureSchema(ctx context.Context, db *sql.DB) error {
-	tx, err := db.BeginTx(ctx, nil)
+// withLock runs fn holding the relays' migration lock: a session advisory lock on a
+// connection of its own, waited for (not polled), released when fn returns.
+func withLock(ctx context.Context, db *sql.DB, fn func() error) error {
+	conn, err := db.Conn(ctx)
 	if err != nil {
-		return fmt.Errorf("schema: begin: %w", err)
+		return fmt.Errorf("schema: connect: %w", err)
 	}
-	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, lockID); err != nil {
-		return fmt.Errorf("schema: lock: %w", err)
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, lockID); err != nil {
+		return fmt.Errorf("schema: take the migration lock: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS relay`); err != nil {
-		return fmt.Errorf("schema: create schema relay: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("schema: commit: %w", err)
-	}
-	return nil
+	defer func() {
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockID)
+	}()
+	return fn()
 }
 
 // Migrate applies every pending migration to the database at databaseURL.
@@ -91,22 +84,26 @@ func Up(ctx context.Context, databaseURL string) ([]int64, error) {
 		return nil, err
 	}
 	defer db.Close()
-	if err := ensureSchema(ctx, db); err != nil {
-		return nil, err
-	}
 	p, err := provider(db)
 	if err != nil {
 		return nil, err
 	}
-	results, err := p.Up(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("schema: migrate: %w", err)
-	}
-	applied := make([]int64, 0, len(results))
-	for _, r := range results {
-		applied = append(applied, r.Source.Version)
-	}
-	return applied, nil
+	var applied []int64
+	err = withLock(ctx, db, func() error {
+		// The schema holds goose's version table, so it must exist before goose looks.
+		if _, err := db.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS relay`); err != nil {
+			return fmt.Errorf("schema: create schema relay: %w", err)
+		}
+		results, err := p.Up(ctx)
+		if err != nil {
+			return fmt.Errorf("schema: migrate: %w", err)
+		}
+		for _, r := range results {
+			applied = append(applied, r.Source.Version)
+		}
+		return nil
+	})
+	return applied, err
 }
 
 // ErrOutdated is returned by Check when the database lacks migrations this binary has.

@@ -203,6 +203,23 @@ func NewDB(t testing.TB) *DB {
 	if err != nil {
 		t.Fatalf("testutil: %v", err)
 	}
+	return newDB(ctx, t, admin, tmpl)
+}
+
+// NewEmptyDB creates a fresh database without the relay schema (for migration tests).
+func NewEmptyDB(t testing.TB) *DB {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	admin, err := adminURL()
+	if err != nil {
+		t.Fatalf("testutil: %v", err)
+	}
+	return newDB(ctx, t, admin, "")
+}
+
+func newDB(ctx context.Context, t testing.TB, admin, tmpl string) *DB {
+	t.Helper()
 	name := "t_" + randomHex()
 	if err := createDatabase(ctx, admin, name, tmpl); err != nil {
 		t.Fatalf("testutil: %v", err)
