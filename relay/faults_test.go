@@ -290,3 +290,21 @@ func TestHangingReceiverDoesNotDelayOthers(t *testing.T) {
 		t.Errorf("p99 beside a hanging receiver %s exceeds 2x the baseline %s", hang99, base99)
 	}
 }
+
+func TestRefusedTargetIsARecordedFailedAttempt(t *testing.T) {
+	db := testutil.NewDB(t)
+	rc := testutil.NewReceiver(t, nil)
+	wh := addWebhook(t, db, "post.added", rc.URL(), "")
+	cfg := testConfig(t)
+	cfg.Targets = nil // the default: loopback is refused
+	cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{time.Hour}}
+	startRelay(t, db, cfg)
+	emit(t, db, "post.added", map[string]any{"post": map[string]any{}})
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return queryInt(t, db, `SELECT count(*) FROM relay.delivery_attempts a JOIN relay.deliveries d ON d.id = a.delivery_id
+			WHERE d.webhook_id = $1 AND a.status_code IS NULL AND a.error LIKE '%refusing to connect to 127.0.0.1%loopback%'`, wh.ID) == 1
+	}, "refused attempt not recorded with a clear error")
+	if rc.Count() != 0 {
+		t.Fatalf("the guarded receiver on loopback got %d requests", rc.Count())
+	}
+}

@@ -35,6 +35,7 @@ type Options struct {
 	Port    int       // 0 = pick a free port on 127.0.0.1, preferring the one this DataDir used last
 	Fast    bool      // tests: fsync=off, synchronous_commit=off, full_page_writes=off
 	Stdout  io.Writer // optional: where to copy initdb/pg_ctl output on failure
+	BinDir  string    // the server binaries' directory; empty: FindBinDir
 
 	// Settings are extra server settings (postgresql.conf names), applied after and so
 	// overriding the ones above. Tests that Kill the server want
@@ -86,7 +87,12 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pglocal: resolve data dir %s: %w", o.DataDir, err)
 	}
-	binDir, err := FindBinDir()
+	binDir := o.BinDir
+	if binDir == "" {
+		binDir, err = FindBinDir()
+	} else {
+		err = hasServerBinaries(binDir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pglocal: %w", err)
 	}

@@ -117,14 +117,26 @@ func TestReceiverAcceptsOnlyValidSignatures(t *testing.T) {
 	}
 
 	refused := map[string]*http.Request{
-		"stale":          signed(t, secret, "evt-2", body, now.Add(-6*time.Minute)),
-		"future":         signed(t, secret, "evt-3", body, now.Add(6*time.Minute)),
-		"other secret":   signed(t, "whsec_b3RoZXIgc2VjcmV0IG9mIDMyIGJ5dGVzIGZvciB0ZXN0cw==", "evt-4", body, now),
-		"unsigned":       httptest.NewRequest(http.MethodPost, "/hook", bytes.NewReader(body)),
-		"tampered body":  func() *http.Request { r := signed(t, secret, "evt-5", body, now); r.Body = http.NoBody; return r }(),
-		"no ghost":       func() *http.Request { r := signed(t, secret, "evt-6", body, now); r.Header.Del("X-Ghost-Signature"); return r }(),
-		"bad ghost":      func() *http.Request { r := signed(t, secret, "evt-7", body, now); r.Header.Set("X-Ghost-Signature", "sha256=00, t=1"); return r }(),
-		"no std webhook": func() *http.Request { r := signed(t, secret, "evt-8", body, now); r.Header.Del("webhook-signature"); return r }(),
+		"stale":         signed(t, secret, "evt-2", body, now.Add(-6*time.Minute)),
+		"future":        signed(t, secret, "evt-3", body, now.Add(6*time.Minute)),
+		"other secret":  signed(t, "whsec_b3RoZXIgc2VjcmV0IG9mIDMyIGJ5dGVzIGZvciB0ZXN0cw==", "evt-4", body, now),
+		"unsigned":      httptest.NewRequest(http.MethodPost, "/hook", bytes.NewReader(body)),
+		"tampered body": func() *http.Request { r := signed(t, secret, "evt-5", body, now); r.Body = http.NoBody; return r }(),
+		"no ghost": func() *http.Request {
+			r := signed(t, secret, "evt-6", body, now)
+			r.Header.Del("X-Ghost-Signature")
+			return r
+		}(),
+		"bad ghost": func() *http.Request {
+			r := signed(t, secret, "evt-7", body, now)
+			r.Header.Set("X-Ghost-Signature", "sha256=00, t=1")
+			return r
+		}(),
+		"no std webhook": func() *http.Request {
+			r := signed(t, secret, "evt-8", body, now)
+			r.Header.Del("webhook-signature")
+			return r
+		}(),
 	}
 	for name, req := range refused {
 		if code := serve(h, req); code != http.StatusUnauthorized {

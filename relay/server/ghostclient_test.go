@@ -83,6 +83,9 @@ func TestGhostsOwnAdminAPIClientWorksUnchanged(t *testing.T) {
 	if s := steps["delete"]; s == nil || s["ok"] != true {
 		t.Errorf("delete: %v", s)
 	}
+	if s := steps["audit-api"]; s == nil || s["status"] != float64(200) {
+		t.Errorf("audit API with the client's token: %v", s)
+	}
 	if old := wh("add-v3"); old["event"] != "tag.added" {
 		t.Errorf("v3 client add returned %v", old)
 	}

@@ -39,6 +39,13 @@ async function expectError(step, fn) {
     const old = await v3.webhooks.add({event: 'tag.added', target_url: target + '/v3'});
     report('add-v3', {ok: true, webhook: old});
 
+    // The audit API with a token from the client's own token function (docs/auditing.md).
+    const token = require('@tryghost/admin-api/lib/token');
+    const res = await fetch(`${url}/relay/v1/deliveries?status=failed&since=24h`, {
+        headers: {Authorization: `Ghost ${token(key, '/admin/')}`}
+    });
+    report('audit-api', {ok: res.ok, status: res.status, body: await res.json()});
+
     const wrongKey = new GhostAdminAPI({url, key: key.slice(0, 25) + 'f'.repeat(64), version: 'v5.0'});
     await expectError('wrong-secret', () => wrongKey.webhooks.add({event: 'tag.added', target_url: target}));
 })().catch((err) => {
