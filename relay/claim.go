@@ -48,7 +48,7 @@ UPDATE relay.deliveries d
  -- = ANY(ARRAY(...)) rather than a join with the CTE: the planner cannot estimate the
  -- CTE's few rows and would hash-join a sequential scan of every delivery.
  WHERE d.id = ANY(ARRAY(SELECT id FROM claimable))
-   AND w.id = d.webhook_id AND o."uuid" = d.event_id::text
+   AND w.id = d.webhook_id AND o."uuid"::uuid = d.event_id
 RETURNING d.id, d.lease_token, d.event_id, d.attempts, d.next_attempt_at,
           w.id, w.target_url, coalesce(w.secret, ''),
           o.metadata ->> 'event', o.payload::text, o.created_at`

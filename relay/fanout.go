@@ -32,7 +32,7 @@ const (
 // Delivery ids follow (transaction_id, offset), which is the order first attempts start.
 const fanoutSQL = `
 WITH cur AS (
-    SELECT transaction_id, "offset" FROM relay.outbox WHERE "uuid" = $1
+    SELECT transaction_id, "offset" FROM relay.outbox WHERE "uuid"::uuid = $1::uuid
 ), evs AS (
     SELECT o."uuid", o.metadata ->> 'event' AS event, o.created_at, o.transaction_id, o."offset"
       FROM relay.outbox o, cur

@@ -1,6 +1,9 @@
 package relay
 
 import (
+	"context"
+	"errors"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/rs/zerolog"
 )
@@ -10,6 +13,12 @@ import (
 type wmLogger struct{ l zerolog.Logger }
 
 func (w wmLogger) Error(msg string, err error, fields watermill.LogFields) {
+	if errors.Is(err, context.Canceled) {
+		// Shutdown: a batch whose commit was cut short is read again by the next relay;
+		// the fan-out is idempotent, so this is not an error anyone must act on.
+		w.l.Debug().Err(err).Fields(map[string]any(fields)).Msg(msg)
+		return
+	}
 	w.l.Error().Err(err).Fields(map[string]any(fields)).Msg(msg)
 }
 func (w wmLogger) Info(msg string, fields watermill.LogFields) {

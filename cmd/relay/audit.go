@@ -13,10 +13,31 @@ import (
 	"github.com/relayhq/relay/relay/audit"
 )
 
-// EventsCmd reads the event log.
+// EventsCmd reads the event log (and registers event names, SPEC §2).
 type EventsCmd struct {
-	List EventsListCmd `cmd:"" help:"List events, newest first, with their deliveries by status."`
-	Show EventsShowCmd `cmd:"" help:"Show one event: its data, deliveries and every attempt."`
+	List     EventsListCmd     `cmd:"" help:"List events, newest first, with their deliveries by status."`
+	Show     EventsShowCmd     `cmd:"" help:"Show one event: its data, deliveries and every attempt."`
+	Register EventsRegisterCmd `cmd:"" help:"Register a custom event name, so that relay.emit and webhooks accept it."`
+}
+
+type EventsRegisterCmd struct {
+	Name string `arg:"" help:"Lowercase dotted name, e.g. order.shipped (at most 50 characters)."`
+}
+
+func (c *EventsRegisterCmd) Run(ctx context.Context, g *Globals) error {
+	return withAudit(ctx, g, func(st audit.Store) error {
+		// The table's CHECK is the rule (lowercase dotted words); its error says so.
+		tag, err := st.Pool.Exec(ctx, `INSERT INTO relay.event_types (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, c.Name)
+		if err != nil {
+			return fmt.Errorf("register event %q: must be lowercase dotted words ([a-z0-9_], at most 50 characters): %w", c.Name, err)
+		}
+		if tag.RowsAffected() == 0 {
+			fmt.Printf("event %s was already known\n", c.Name)
+			return nil
+		}
+		fmt.Printf("registered event %s\n", c.Name)
+		return nil
+	})
 }
 
 // DeliveriesCmd reads deliveries.

@@ -491,3 +491,70 @@ wait:
 	startRelay(t, db.URL, "next")
 	rc.WaitFor(t, 40, 30*time.Second)
 }
+
+// TestRunWithoutDatabaseURLUsesAPrivatePostgres is the README's walkthrough: `relay run`
+// with no DATABASE_URL starts PostgreSQL in RELAY_DATA_DIR (as root it runs the server as
+// an unprivileged user), other commands attach to it, and a restart reuses it.
+func TestRunWithoutDatabaseURLUsesAPrivatePostgres(t *testing.T) {
+	dir, err := os.MkdirTemp("", "relay-private-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(dir, 0o755)
+	dataDir := filepath.Join(dir, ".relay")
+	t.Cleanup(func() {
+		// Stop the server `relay run` left running for its next start.
+		if srv, err := pglocal.Start(context.Background(), pglocal.Options{DataDir: dataDir}); err == nil {
+			_ = srv.Stop(context.Background())
+		}
+		_ = os.RemoveAll(dir)
+	})
+	rc := testutil.NewReceiver(t, nil)
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(relayBin, args...)
+		cmd.Env = append(os.Environ(), "DATABASE_URL=", "RELAY_DATA_DIR="+dataDir, "RELAY_LOG_LEVEL=warn")
+		out, err := cmd.Output()
+		if err != nil {
+			var stderr string
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = string(ee.Stderr)
+			}
+			t.Fatalf("relay %v: %v\n%s%s", args, err, out, stderr)
+		}
+		return string(out)
+	}
+	run := func(id string) *relayProc {
+		return startRelay(t, "", id, "RELAY_DATA_DIR="+dataDir)
+	}
+	p := run("private-1")
+	added := cli("webhooks", "add", "post.*", rc.URL()+"/hook", "--secret", "generate")
+	_, secret, ok := strings.Cut(added, "secret (shown once): ")
+	secret = strings.TrimSpace(secret)
+	if !ok || !strings.HasPrefix(secret, "whsec_") {
+		t.Fatalf("webhooks add --secret generate printed no secret:\n%s", added)
+	}
+	if out := cli("webhooks", "list", "--json"); !strings.Contains(out, rc.URL()) || strings.Contains(out, secret) {
+		t.Fatalf("webhooks list must show the webhook with its secret masked:\n%s", out)
+	}
+	id := strings.TrimSpace(cli("emit", "post.published", "--data", `{"post":{"current":{"id":"1"},"previous":{}}}`))
+	got := rc.WaitFor(t, 1, 15*time.Second)
+	if got[0].Header.Get("webhook-id") != id {
+		t.Fatalf("delivered webhook-id %q, want %q", got[0].Header.Get("webhook-id"), id)
+	}
+	// The CLI attached to the running server and left it running.
+	if code, err := readyz(p.addr); err != nil || code != http.StatusOK {
+		t.Fatalf("relay not ready after CLI commands: %d %v", code, err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-p.done; err != nil {
+		t.Fatalf("relay exit: %v\n%s", err, p.out.String())
+	}
+	p.done <- nil
+	// A second start on the same data directory finds its database and webhook.
+	run("private-2")
+	cli("emit", "post.edited", "--data", `{"post":{"current":{"id":"1"},"previous":{"title":"x"}}}`)
+	rc.WaitFor(t, 2, 15*time.Second)
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,6 +25,7 @@ type Globals struct {
 	DataDir     string `name:"data-dir" env:"RELAY_DATA_DIR" default:"./.relay" help:"Where the private PostgreSQL keeps its data when DATABASE_URL is unset."`
 	LogFormat   string `name:"log-format" env:"RELAY_LOG_FORMAT" default:"" help:"json or console (default: console on a terminal, else json)."`
 	LogLevel    string `name:"log-level" env:"RELAY_LOG_LEVEL" default:"info" help:"trace, debug, info, warn or error."`
+	PGBinDir    string `name:"pg-bindir" env:"PG_BINDIR" default:"" help:"Directory of the PostgreSQL server binaries for the private PostgreSQL (default: initdb on PATH, pg_config --bindir, /usr/lib/postgresql/*/bin)."`
 	// KeyEncryptionKey seals Admin API key secrets in the database (AES-256-GCM). Prefer
 	// the environment variable: a flag's value shows in the process list.
 	KeyEncryptionKey string `name:"key-encryption-key" env:"RELAY_KEY_ENCRYPTION_KEY" default:"" help:"32 random bytes (64 hex or base64) that encrypt Admin API key secrets at rest. Unset: stored in plaintext, as Ghost does."`
@@ -75,17 +77,10 @@ func (g *Globals) connect(ctx context.Context, log zerolog.Logger, migrate bool)
 			return nil, fmt.Errorf("RELAY_DATA_DIR (--data-dir): %w", err)
 		}
 		log.Info().Str("data_dir", dir).Msg("DATABASE_URL is unset: using a private PostgreSQL from the local server binaries")
-		srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: dir})
+		srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: dir, BinDir: g.PGBinDir})
 		if err != nil {
 			return nil, fmt.Errorf("start private PostgreSQL in %s: %w", dir, err)
 		}
-		if err := srv.CreateDatabase(ctx, "relay", ""); err != nil {
-			_ = srv.Stop(context.Background())
-			return nil, err
-		}
-		url = srv.URL("relay")
-		log.Info().Int("port", srv.Port()).Str("database_url", url).Bool("attached", srv.Attached()).
-			Msg("private PostgreSQL is running")
 		stopServer = func() {
 			if srv.Attached() {
 				return // another relay process started it and still uses it
@@ -96,6 +91,13 @@ func (g *Globals) connect(ctx context.Context, log zerolog.Logger, migrate bool)
 				log.Warn().Err(err).Msg("stopping private PostgreSQL")
 			}
 		}
+		if err := srv.CreateDatabase(ctx, "relay", ""); err != nil && !errors.Is(err, pglocal.ErrDatabaseExists) {
+			stopServer()
+			return nil, err
+		}
+		url = srv.URL("relay")
+		log.Info().Int("port", srv.Port()).Str("database_url", url).Bool("attached", srv.Attached()).
+			Msg("private PostgreSQL is running")
 	}
 	if migrate {
 		applied, err := schema.Up(ctx, url)

@@ -31,10 +31,11 @@ func (c *ReceiveCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return fmt.Errorf("RECEIVER_ADDR (--addr) %s: %w", c.Addr, err)
 	}
-	srv := &http.Server{
-		Handler:           &receiver.Handler{Secret: c.Secret, Tolerance: c.Tolerance, Log: log},
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	mux := http.NewServeMux()
+	// For a container healthcheck (`relay healthcheck --addr :9000 --path /healthz`).
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.Handle("/", &receiver.Handler{Secret: c.Secret, Tolerance: c.Tolerance, Log: log})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	log.Info().Str("addr", ln.Addr().String()).Bool("verifying", c.Secret != "").Msg("receiver listening")
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -325,7 +325,7 @@ const deliverySelect = `SELECT d.id, d.event_id::text, coalesce(o.metadata ->> '
 	w.target_url, d.status, d.attempts, d.next_attempt_at, d.last_status_code, d.last_error,
 	d.created_at, d.delivered_at
 	FROM relay.deliveries d
-	LEFT JOIN relay.outbox o ON o."uuid" = d.event_id::text
+	LEFT JOIN relay.outbox o ON o."uuid"::uuid = d.event_id
 	LEFT JOIN relay.webhooks w ON w.id = d.webhook_id`
 
 func scanDelivery(row pgx.Row) (Delivery, error) {
@@ -393,7 +393,7 @@ func (s Store) GetEvent(ctx context.Context, id string) (Event, error) {
 	var data string
 	// The outbox directly rather than the relay.events view: its uuid index answers.
 	err = s.Pool.QueryRow(ctx, `SELECT "uuid", coalesce(metadata ->> 'event', ''), created_at, payload::text
-		FROM relay.outbox WHERE "uuid" = $1`, u.String()).Scan(&e.ID, &e.Event, &e.CreatedAt, &data)
+		FROM relay.outbox WHERE "uuid"::uuid = $1::uuid`, u.String()).Scan(&e.ID, &e.Event, &e.CreatedAt, &data)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Event{}, ErrNotFound
 	}

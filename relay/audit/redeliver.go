@@ -133,7 +133,7 @@ func (s Store) Redeliver(ctx context.Context, sel Selection) (Result, error) {
 	}
 	if sel.EventID != "" && len(res.Redelivered)+len(res.InFlight)+len(res.WebhookInactive) == 0 {
 		var exists bool
-		if err := s.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM relay.outbox WHERE "uuid" = $1)`, arg).Scan(&exists); err != nil {
+		if err := s.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM relay.outbox WHERE "uuid"::uuid = $1::uuid)`, arg).Scan(&exists); err != nil {
 			return res, fmt.Errorf("redeliver: look up event: %w", err)
 		}
 		if !exists {

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Options configure Start.
@@ -223,7 +224,8 @@ func (s *Server) Restart(ctx context.Context) error {
 }
 
 // CreateDatabase creates database name, copied from template when template is not empty.
-// PostgreSQL refuses to copy a template that has other connections open.
+// PostgreSQL refuses to copy a template that has other connections open. The error wraps
+// ErrDatabaseExists when the database is already there.
 func (s *Server) CreateDatabase(ctx context.Context, name, template string) error {
 	conn, err := pgx.Connect(ctx, s.URL("postgres"))
 	if err != nil {
@@ -235,10 +237,17 @@ func (s *Server) CreateDatabase(ctx context.Context, name, template string) erro
 		sql += " TEMPLATE " + pgx.Identifier{template}.Sanitize()
 	}
 	if _, err := conn.Exec(ctx, sql); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // duplicate_database
+			return fmt.Errorf("pglocal: create database %s: %w", name, ErrDatabaseExists)
+		}
 		return fmt.Errorf("pglocal: create database %s: %w", name, err)
 	}
 	return nil
 }
+
+// ErrDatabaseExists is wrapped by CreateDatabase when the database already exists.
+var ErrDatabaseExists = errors.New("database already exists")
 
 // prepareDir creates the data directory and hands it to the server user. Its parents
 // are created world-searchable so the server user can reach it.

@@ -40,7 +40,9 @@ CREATE TABLE relay.outbox (
     "transaction_id" xid8 NOT NULL,
     PRIMARY KEY ("transaction_id", "offset")
 );
-CREATE UNIQUE INDEX outbox_uuid_key ON relay.outbox ("uuid");
+-- Event ids are looked up as uuid (deliveries.event_id, relay.events.id): one unique
+-- index on that expression serves every lookup and join.
+CREATE UNIQUE INDEX outbox_event_id_key ON relay.outbox ((("uuid")::uuid));
 CREATE INDEX outbox_created_at_idx ON relay.outbox (created_at);
 
 CREATE TABLE relay.outbox_offsets (
