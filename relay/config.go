@@ -26,8 +26,9 @@ type Config struct {
 	Targets *netguard.Policy
 	// Workers bounds the attempts in flight in this process.
 	Workers int
-	// WebhookConcurrency bounds the attempts in flight to one webhook across every
-	// relay on the database, so one slow receiver cannot take all the workers.
+	// WebhookConcurrency bounds the requests in flight to one webhook from this
+	// process, so one slow receiver cannot take all the workers. The bound is per
+	// process: enforcing it across relays would cost a claim per freed slot.
 	WebhookConcurrency int
 	// PollInterval is the fallback wait between polls when no notification arrives.
 	PollInterval time.Duration

@@ -30,7 +30,7 @@ type RunCmd struct {
 	DisableAfter       string `name:"disable-after" env:"RELAY_DISABLE_AFTER" default:"120h" help:"Disable a webhook failing without a single 2xx for this long (0 never)."`
 	WebhookSecret      string `name:"webhook-secret" env:"WEBHOOK_SECRET" default:"" help:"Stripe endpoint secret (whsec_...): verifies incoming Stripe events, signs stripe.* deliveries."`
 	Workers            string `name:"workers" env:"RELAY_WORKERS" default:"64" help:"Delivery attempts in flight in this process."`
-	WebhookConcurrency string `name:"webhook-concurrency" env:"RELAY_WEBHOOK_CONCURRENCY" default:"8" help:"Attempts in flight to one webhook, across all relays."`
+	WebhookConcurrency string `name:"webhook-concurrency" env:"RELAY_WEBHOOK_CONCURRENCY" default:"8" help:"Requests in flight to one webhook from this relay process."`
 	PollInterval       string `name:"poll-interval" env:"RELAY_POLL_INTERVAL" default:"1s" help:"Fallback poll interval when no notification arrives."`
 	InstanceID         string `name:"instance-id" env:"RELAY_INSTANCE_ID" default:"" help:"Name of this relay in logs and leases (default: host-pid-random)."`
 }
