@@ -92,7 +92,12 @@ func (m maintainer) disableFailing(ctx context.Context) error {
 type PruneStats struct {
 	Deliveries int64 // finished deliveries (their attempts go with them)
 	Events     int64
+	// StripeEvents are the ids of received Stripe events, kept to deduplicate resends.
+	StripeEvents int64
 }
+
+// stripeResendWindow is how long Stripe keeps resending an event it got no 2xx for.
+const stripeResendWindow = 72 * time.Hour
 
 // Prune deletes finished deliveries (with their attempts) and events older than the
 // retention window, in bounded batches. It never touches pending deliveries, nor an
@@ -133,8 +138,22 @@ func (r *Relay) Prune(ctx context.Context) (PruneStats, error) {
 			break
 		}
 	}
-	if st.Deliveries > 0 || st.Events > 0 {
-		r.log.Info().Int64("deliveries", st.Deliveries).Int64("events", st.Events).
+	// The Stripe ids are what makes a Stripe resend a no-op; Stripe resends for up to
+	// three days, so they are kept at least that long whatever the retention.
+	stripeCutoff := time.Now().Add(-max(r.cfg.Retention, stripeResendWindow))
+	for {
+		tag, err := r.pool.Exec(ctx, `DELETE FROM relay.stripe_events WHERE id IN (
+			SELECT id FROM relay.stripe_events WHERE received_at < $1 LIMIT $2)`, stripeCutoff, pruneBatch)
+		if err != nil {
+			return st, fmt.Errorf("prune stripe events: %w", err)
+		}
+		st.StripeEvents += tag.RowsAffected()
+		if tag.RowsAffected() < pruneBatch {
+			break
+		}
+	}
+	if st.Deliveries > 0 || st.Events > 0 || st.StripeEvents > 0 {
+		r.log.Info().Int64("deliveries", st.Deliveries).Int64("events", st.Events).Int64("stripe_events", st.StripeEvents).
 			Dur("retention", r.cfg.Retention).Msg("pruned history past retention")
 	}
 	return st, nil

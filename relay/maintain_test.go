@@ -155,3 +155,30 @@ func TestRunningRelayPrunesWhileDelivering(t *testing.T) {
 		t.Errorf("a delivery took %v while the relay pruned", worst)
 	}
 }
+
+func TestPruneKeepsStripeIdsThroughStripesResendWindow(t *testing.T) {
+	db := testutil.NewDB(t)
+	ctx := context.Background()
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO relay.stripe_events (id, type, livemode, received_at, raw) VALUES
+		('evt_old', 'charge.refunded', false, now() - interval '100 days', '{}'),
+		('evt_within_resend_window', 'charge.refunded', false, now() - interval '2 days', '{}'),
+		('evt_new', 'charge.refunded', false, now(), '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.Retention = time.Hour // shorter than Stripe's three days of resends
+	r, err := relay.New(db.Pool, cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.Prune(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.StripeEvents != 1 {
+		t.Errorf("pruned %d Stripe ids, want 1", st.StripeEvents)
+	}
+	if n := queryInt(t, db, `SELECT count(*) FROM relay.stripe_events WHERE id IN ('evt_within_resend_window', 'evt_new')`); n != 2 {
+		t.Errorf("Stripe ids inside the resend window were pruned")
+	}
+}
