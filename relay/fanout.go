@@ -177,6 +177,13 @@ const (
 )
 
 func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	select {
+	case <-b.closing:
+		// Shutting down: wait rather than query again, so that the subscriber's loop sees
+		// its own close; a query started now is cut short by it and logged as an error.
+		return b.poll
+	default:
+	}
 	if err != nil {
 		msg := strings.ToLower(err.Error())
 		if strings.Contains(msg, "deadlock") || strings.Contains(msg, "concurrent update") {
@@ -201,6 +208,7 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 		b.step = 0
 	case <-t.C:
 	case <-b.closing:
+		return b.poll // as above
 	}
 	return 0
 }
