@@ -8,7 +8,7 @@
 // Two kinds of figures are exposed: counters and histograms of what this process did
 // (events read, attempts and their outcomes, durations, lag, disables), and gauges read
 // from the database at scrape time (backlog, pending and failed deliveries), which are
-// database-wide and so the same on every relay. docs/metrics.md lists them all.
+// database-wide and so the same on every relay. README.md (Operations, Metrics) lists them all.
 package metrics
 
 import (

@@ -116,8 +116,17 @@ func TestRedeliveryThroughTheAuditAPISucceedsAndKeepsBothAttempts(t *testing.T) 
 	var accepted struct {
 		Delivery audit.Delivery `json:"delivery"`
 	}
-	if err := json.Unmarshal(body, &accepted); err != nil || accepted.Delivery.Status != "pending" || accepted.Delivery.Attempts != 1 {
-		t.Errorf("redeliver response %s", body)
+	// The response reads the delivery after the redelivery committed; a relay woken by its
+	// NOTIFY may already have delivered it by then (seen: 4 ms).
+	if err := json.Unmarshal(body, &accepted); err != nil {
+		t.Errorf("redeliver response %s: %v", body, err)
+	} else {
+		del := accepted.Delivery
+		queued := del.Status == "pending" && del.Attempts == 1
+		alreadyDone := del.Status == "succeeded" && del.Attempts == 2
+		if !queued && !alreadyDone {
+			t.Errorf("redeliver response %s: want the delivery pending again (or already redelivered)", body)
+		}
 	}
 	reqs := rc.WaitFor(t, 2, 10*time.Second)
 	// The relay polls every 30 s here: only the NOTIFY makes this prompt.
