@@ -34,12 +34,16 @@ const fanoutSQL = `
 WITH cur AS (
     SELECT transaction_id, "offset" FROM relay.outbox WHERE "uuid"::uuid = $1::uuid
 ), evs AS (
-    SELECT o."uuid", o.metadata ->> 'event' AS event, o.created_at, o.transaction_id, o."offset"
-      FROM relay.outbox o, cur
-     WHERE (o.transaction_id, o."offset") >= (cur.transaction_id, cur."offset")
-       AND o.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-     ORDER BY o.transaction_id, o."offset"
-     LIMIT $2
+    -- LATERAL makes cur's values parameters of the index scan, which then starts at
+    -- the current event; as a plain join the planner scans the outbox from its start.
+    SELECT e.* FROM cur CROSS JOIN LATERAL (
+        SELECT o."uuid", o.metadata ->> 'event' AS event, o.created_at, o.transaction_id, o."offset"
+          FROM relay.outbox o
+         WHERE (o.transaction_id, o."offset") >= (cur.transaction_id, cur."offset")
+           AND o.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY o.transaction_id, o."offset"
+         LIMIT $2
+    ) e
 ), ins AS (
     INSERT INTO relay.deliveries (event_id, webhook_id, next_attempt_at)
     SELECT e."uuid"::uuid, w.id, now()

@@ -4,66 +4,26 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
 
 	"github.com/relayhq/relay/outbox"
 	"github.com/relayhq/relay/relay"
-	"github.com/relayhq/relay/relay/netguard"
+	"github.com/relayhq/relay/relay/relaytest"
 	"github.com/relayhq/relay/relay/webhook"
 	"github.com/relayhq/relay/testutil"
 )
 
 func TestMain(m *testing.M) { testutil.Main(m) }
 
-// testConfig is the production config with test-sized timings, delivering to the
-// test receivers on loopback through the allowlist.
-func testConfig(t testing.TB) relay.Config {
-	t.Helper()
-	cfg := relay.DefaultConfig()
-	allow, err := netguard.ParseAllowlist("127.0.0.1/32")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Targets = allow
-	cfg.HTTPTimeout = 2 * time.Second
-	cfg.PollInterval = 500 * time.Millisecond
-	cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{200 * time.Millisecond, 200 * time.Millisecond}}
-	return cfg
-}
+// testConfig is relaytest's loopback configuration.
+func testConfig(t testing.TB) relay.Config { return relaytest.Config(t) }
 
-// startRelay runs a relay on db until the test ends, and fails the test if it does not
-// stop cleanly.
+// startRelay runs a relay on db until the test ends.
 func startRelay(t testing.TB, db *testutil.DB, cfg relay.Config) *relay.Relay {
 	t.Helper()
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	if testing.Verbose() || os.Getenv("RELAY_TEST_LOG") != "" {
-		log = log.Level(zerolog.DebugLevel)
-	}
-	r, err := relay.New(db.Pool, cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("relay stopped with error: %v", err)
-			}
-		case <-time.After(cfg.HTTPTimeout + 10*time.Second):
-			t.Errorf("relay did not stop in time")
-		}
-	})
-	testutil.Eventually(t, 10*time.Second, r.Running, "relay did not start")
+	r, _ := relaytest.Start(t, db.Pool, cfg)
 	return r
 }
 
@@ -111,32 +71,8 @@ func status(code int) func(http.ResponseWriter, *http.Request, []byte) {
 	return func(w http.ResponseWriter, _ *http.Request, _ []byte) { w.WriteHeader(code) }
 }
 
-// runRelay is startRelay with an early stop: stop shuts the relay down and waits for
-// it (it runs at the test's end too, and only once).
+// runRelay is startRelay with an early stop.
 func runRelay(t testing.TB, db *testutil.DB, cfg relay.Config) (*relay.Relay, func()) {
 	t.Helper()
-	r, err := relay.New(db.Pool, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("relay stopped with error: %v", err)
-				}
-			case <-time.After(cfg.HTTPTimeout + 10*time.Second):
-				t.Errorf("relay did not stop in time")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	testutil.Eventually(t, 10*time.Second, r.Running, "relay did not start")
-	return r, stop
+	return relaytest.Start(t, db.Pool, cfg)
 }

@@ -18,8 +18,8 @@ import (
 
 	"github.com/relayhq/relay/outbox"
 	"github.com/relayhq/relay/relay"
-	"github.com/relayhq/relay/relay/netguard"
 	"github.com/relayhq/relay/relay/receiver"
+	"github.com/relayhq/relay/relay/relaytest"
 	"github.com/relayhq/relay/relay/signing"
 	"github.com/relayhq/relay/relay/webhook"
 	"github.com/relayhq/relay/testutil"
@@ -194,25 +194,10 @@ func TestRelayDeliveriesVerifyAtTheReceiver(t *testing.T) {
 	good := add(srv.URL+"/good", secret)
 	bad := add(srv.URL+"/bad", "a-secret-the-receiver-does-not-know")
 
-	cfg := relay.DefaultConfig()
-	if cfg.Targets, err = netguard.ParseAllowlist("127.0.0.1"); err != nil {
-		t.Fatal(err)
-	}
-	cfg.HTTPTimeout, cfg.PollInterval = 2*time.Second, 200*time.Millisecond
+	cfg := relaytest.Config(t)
+	cfg.PollInterval = 200 * time.Millisecond
 	cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{time.Hour}}
-	r, err := relay.New(db.Pool, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("relay: %v", err)
-		}
-	})
+	relaytest.Start(t, db.Pool, cfg)
 
 	var id string
 	err = pgx.BeginFunc(context.Background(), db.Pool, func(tx pgx.Tx) error {

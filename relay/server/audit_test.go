@@ -11,12 +11,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
 
 	"github.com/relayhq/relay/outbox"
 	"github.com/relayhq/relay/relay"
 	"github.com/relayhq/relay/relay/audit"
-	"github.com/relayhq/relay/relay/netguard"
+	"github.com/relayhq/relay/relay/relaytest"
 	"github.com/relayhq/relay/testutil"
 )
 
@@ -25,34 +24,10 @@ import (
 // long so that only NOTIFY can make a redelivery prompt.
 func auditRunRelay(t *testing.T, db *testutil.DB) {
 	t.Helper()
-	cfg := relay.DefaultConfig()
-	allow, err := netguard.ParseAllowlist("127.0.0.1/32")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Targets = allow
-	cfg.HTTPTimeout = 2 * time.Second
+	cfg := relaytest.Config(t)
 	cfg.PollInterval = 30 * time.Second
 	cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{}}
-	r, err := relay.New(db.Pool, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("relay stopped with error: %v", err)
-			}
-		case <-time.After(cfg.HTTPTimeout + 10*time.Second):
-			t.Errorf("relay did not stop in time")
-		}
-	})
-	testutil.Eventually(t, 10*time.Second, r.Running, "relay did not start")
+	relaytest.Start(t, db.Pool, cfg)
 }
 
 func auditEmit(t testing.TB, db *testutil.DB, event, data string) string {

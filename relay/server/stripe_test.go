@@ -19,8 +19,7 @@ import (
 	"github.com/stripe/stripe-go/v82"
 	"github.com/stripe/stripe-go/v82/webhook"
 
-	"github.com/relayhq/relay/relay"
-	"github.com/relayhq/relay/relay/netguard"
+	"github.com/relayhq/relay/relay/relaytest"
 	"github.com/relayhq/relay/relay/server"
 	relaywebhook "github.com/relayhq/relay/relay/webhook"
 	"github.com/relayhq/relay/testutil"
@@ -97,35 +96,10 @@ func stripeEndpoint(t testing.TB, db *testutil.DB, secret string) (*httptest.Ser
 // loopback receivers and re-signing stripe.* deliveries with secret.
 func stripeStartRelay(t testing.TB, db *testutil.DB, secret string) {
 	t.Helper()
-	cfg := relay.DefaultConfig()
-	allow, err := netguard.ParseAllowlist("127.0.0.1/32")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Targets = allow
-	cfg.HTTPTimeout = 2 * time.Second
+	cfg := relaytest.Config(t)
 	cfg.PollInterval = 200 * time.Millisecond
-	cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{200 * time.Millisecond, 200 * time.Millisecond}}
 	cfg.StripeSecret = secret
-	r, err := relay.New(db.Pool, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("relay stopped with error: %v", err)
-			}
-		case <-time.After(cfg.HTTPTimeout + 10*time.Second):
-			t.Errorf("relay did not stop in time")
-		}
-	})
-	testutil.Eventually(t, 10*time.Second, r.Running, "relay did not start")
+	relaytest.Start(t, db.Pool, cfg)
 }
 
 func stripeAddWebhook(t testing.TB, db *testutil.DB, event, url string) {
