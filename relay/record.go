@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -80,8 +81,11 @@ SELECT id FROM upd`
 type recorder struct {
 	pool  *pgxpool.Pool
 	owner string
-	log   zerolog.Logger
-	in    chan *pending
+	// finished counts deliveries recorded as succeeded or failed: each leaves a dead
+	// entry in the pending-deliveries index until VACUUM (see vacuumer).
+	finished atomic.Int64
+	log      zerolog.Logger
+	in       chan *pending
 	// onRetry is told when a delivery will be due again, so a poller can wake then.
 	onRetry func(at time.Time)
 }
@@ -152,6 +156,8 @@ func (r *recorder) flush(ctx context.Context, batch []*pending) {
 			p.done <- nil
 			if p.res.Status == statusPending && r.onRetry != nil {
 				r.onRetry(p.res.NextAt)
+			} else if p.res.Status != statusPending {
+				r.finished.Add(1)
 			}
 		}
 	}

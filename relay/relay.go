@@ -92,6 +92,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	go func() { defer close(recDone); rec.run(recCtx) }()
 
 	go maintainer{r}.run(bg)
+	go (&vacuumer{r: r, rec: rec}).run(bg)
 
 	closing := make(chan struct{})
 	outboxSub, err := newOutboxSubscriber(r.pool, r.cfg, notes.outbox, closing, wlog)
