@@ -133,11 +133,11 @@ type claimSubscriber struct {
 
 	kick chan struct{} // a request slot or a worker freed up
 
-	mu       sync.Mutex
-	hooks    map[string]*hook
-	working  int  // messages handed to the router and not yet acked or nacked
-	queued   int  // deliveries claimed and not yet handed out
-	runningL bool // a held webhook's queue ran low since the last claim
+	mu      sync.Mutex
+	hooks   map[string]*hook
+	working int  // messages handed to the router and not yet acked or nacked
+	queued  int  // deliveries claimed and not yet handed out
+	refill  bool // a held webhook's queue ran low since the last claim
 }
 
 func newClaimSubscriber(pool *pgxpool.Pool, cfg Config, owner string, wake <-chan struct{}, log zerolog.Logger) *claimSubscriber {
@@ -191,8 +191,8 @@ func (s *claimSubscriber) loop(ctx context.Context, out chan<- *message.Message)
 		}
 		s.mu.Lock()
 		budget := s.queueBudget() - s.queued
-		if s.runningL {
-			claimNow, s.runningL = true, false
+		if s.refill {
+			claimNow, s.refill = true, false
 		}
 		s.mu.Unlock()
 		if claimNow && budget > 0 {
@@ -326,7 +326,7 @@ func (s *claimSubscriber) requestDone(webhookID string, gone bool) {
 			s.queued -= len(dropped)
 		}
 		if h.inflight+len(h.queued) <= s.cfg.WebhookConcurrency {
-			s.runningL = true
+			s.refill = true
 		}
 	}
 	s.mu.Unlock()
