@@ -542,32 +542,59 @@ func (b *bench) drain(ctx context.Context, name string, url string, rc *receiver
 		}
 		b.progress("%s: %d/%d deliveries, %.0f/s", name, rc.count.Load(), want, float64(rc.count.Load())/time.Since(start).Seconds())
 	}
-	res.Elapsed = time.Duration(rc.last.Load() - start.UnixNano())
-	res.Deliveries = int(rc.count.Load())
-	res.PerSecond = float64(res.Deliveries) / res.Elapsed.Seconds()
-	res.RelayCPUSeconds = p.cpu() - cpu0
-	res.RelayCPUPercent = 100 * res.RelayCPUSeconds / res.Elapsed.Seconds()
-	res.PeakRSSMiB = p.peakRSS()
-	res.Duplicates = rc.duplicates()
+	res.measure(p, rc, start, cpu0)
 	return res, nil
+}
+
+// fixture is a scratch database with webhooks pointing at a fresh receiver.
+type fixture struct {
+	url  string
+	pool *pgxpool.Pool
+	rc   *receiver
+	drop func()
+}
+
+func (f *fixture) close() { f.rc.close(); f.drop() }
+
+func (b *bench) setup(ctx context.Context, webhooks int) (*fixture, error) {
+	url, pool, drop, err := b.newDatabase(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := newReceiver()
+	if err != nil {
+		drop()
+		return nil, err
+	}
+	f := &fixture{url: url, pool: pool, rc: rc, drop: drop}
+	if err := addWebhooks(ctx, pool, rc, webhooks); err != nil {
+		f.close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// measure fills in what every delivering scenario reports, from start to the last
+// request the receiver got.
+func (s *Scenario) measure(p *relayProc, rc *receiver, start time.Time, cpu0 float64) {
+	s.Elapsed = time.Duration(rc.last.Load() - start.UnixNano())
+	s.Deliveries = int(rc.count.Load())
+	s.PerSecond = float64(s.Deliveries) / s.Elapsed.Seconds()
+	s.RelayCPUSeconds = p.cpu() - cpu0
+	s.RelayCPUPercent = 100 * s.RelayCPUSeconds / s.Elapsed.Seconds()
+	s.PeakRSSMiB = p.peakRSS()
+	s.Duplicates = rc.duplicates()
 }
 
 // steady is scenario (a): a steady rate of single-event transactions, one webhook.
 func (b *bench) steady(ctx context.Context) (Scenario, error) {
 	name := fmt.Sprintf("a: steady %d events/s for %s, 1 webhook", b.o.Rate, b.o.SteadyFor)
-	url, pool, drop, err := b.newDatabase(ctx)
+	f, err := b.setup(ctx, 1)
 	if err != nil {
 		return Scenario{}, err
 	}
-	defer drop()
-	rc, err := newReceiver()
-	if err != nil {
-		return Scenario{}, err
-	}
-	defer rc.close()
-	if err := addWebhooks(ctx, pool, rc, 1); err != nil {
-		return Scenario{}, err
-	}
+	defer f.close()
+	url, pool, rc := f.url, f.pool, f.rc
 	p, err := b.startRelay(ctx, url)
 	if err != nil {
 		return Scenario{}, err
@@ -602,14 +629,9 @@ func (b *bench) steady(ctx context.Context) (Scenario, error) {
 	for rc.count.Load() < int64(total) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	res := Scenario{Name: name, Events: total, Deliveries: int(rc.count.Load())}
-	res.Elapsed = time.Duration(rc.last.Load() - start.UnixNano())
-	res.PerSecond = float64(res.Deliveries) / res.Elapsed.Seconds()
-	res.RelayCPUSeconds = p.cpu() - cpu0
-	res.RelayCPUPercent = 100 * res.RelayCPUSeconds / res.Elapsed.Seconds()
-	res.PeakRSSMiB = p.peakRSS()
+	res := Scenario{Name: name, Events: total}
+	res.measure(p, rc, start, cpu0)
 	res.Latency = rc.latency()
-	res.Duplicates = rc.duplicates()
 	return res, nil
 }
 
@@ -624,19 +646,12 @@ func (b *bench) fanout(ctx context.Context) (Scenario, error) {
 }
 
 func (b *bench) prefilled(ctx context.Context, name string, events, webhooks int) (Scenario, error) {
-	url, pool, drop, err := b.newDatabase(ctx)
+	f, err := b.setup(ctx, webhooks)
 	if err != nil {
 		return Scenario{}, err
 	}
-	defer drop()
-	rc, err := newReceiver()
-	if err != nil {
-		return Scenario{}, err
-	}
-	defer rc.close()
-	if err := addWebhooks(ctx, pool, rc, webhooks); err != nil {
-		return Scenario{}, err
-	}
+	defer f.close()
+	url, pool, rc := f.url, f.pool, f.rc
 	if err := emitBacklog(ctx, pool, events, func(n int) { b.progress("%s: writing the backlog %d/%d", name, n, events) }); err != nil {
 		return Scenario{}, err
 	}
@@ -646,20 +661,12 @@ func (b *bench) prefilled(ctx context.Context, name string, events, webhooks int
 // idle is scenario (d): a relay with nothing to do.
 func (b *bench) idle(ctx context.Context) (Scenario, error) {
 	name := fmt.Sprintf("d: idle for %s", b.o.IdleFor)
-	url, pool, drop, err := b.newDatabase(ctx)
+	f, err := b.setup(ctx, 1)
 	if err != nil {
 		return Scenario{}, err
 	}
-	defer drop()
-	rc, err := newReceiver()
-	if err != nil {
-		return Scenario{}, err
-	}
-	defer rc.close()
-	if err := addWebhooks(ctx, pool, rc, 1); err != nil {
-		return Scenario{}, err
-	}
-	p, err := b.startRelay(ctx, url)
+	defer f.close()
+	p, err := b.startRelay(ctx, f.url)
 	if err != nil {
 		return Scenario{}, err
 	}
