@@ -306,14 +306,5 @@ func joinIDs(ids []int64) string {
 }
 
 func withAudit(ctx context.Context, g *Globals, fn func(audit.Store) error) error {
-	log, err := g.logger(os.Stderr)
-	if err != nil {
-		return err
-	}
-	db, err := g.connect(ctx, log, false)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	return fn(audit.Store{Pool: db.Pool})
+	return g.withDB(ctx, func(db *database) error { return fn(audit.Store{Pool: db.Pool}) })
 }

@@ -29,23 +29,16 @@ func (c *EmitCmd) Run(ctx context.Context, g *Globals) error {
 	if !json.Valid(data) {
 		return errors.New("--data is not valid JSON")
 	}
-	log, err := g.logger(os.Stderr)
-	if err != nil {
-		return err
-	}
-	db, err := g.connect(ctx, log, false)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	var id string
-	err = pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		id, err = outbox.Emit(ctx, tx, c.Event, data)
-		return err
+	return g.withDB(ctx, func(db *database) error {
+		var id string
+		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) (err error) {
+			id, err = outbox.Emit(ctx, tx, c.Event, data)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Println(id)
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	fmt.Println(id)
-	return nil
 }

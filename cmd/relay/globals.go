@@ -56,6 +56,21 @@ func (g *Globals) logger(w io.Writer) (zerolog.Logger, error) {
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }
 
+// withDB runs fn with the database of a one-shot command (no migration: a command never
+// changes the schema behind a running relay's back), and lets go of it afterwards.
+func (g *Globals) withDB(ctx context.Context, fn func(*database) error) error {
+	log, err := g.logger(os.Stderr)
+	if err != nil {
+		return err
+	}
+	db, err := g.connect(ctx, log, false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return fn(db)
+}
+
 // database is an open pool plus how to let go of it (and of the private server if this
 // command started one).
 type database struct {

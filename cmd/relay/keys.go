@@ -99,20 +99,13 @@ func (c *KeysRevokeCmd) Run(ctx context.Context, g *Globals) error {
 }
 
 func withKeys(ctx context.Context, g *Globals, fn func(*apikey.Store) error) error {
-	log, err := g.logger(os.Stderr)
-	if err != nil {
-		return err
-	}
-	db, err := g.connect(ctx, log, false)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	ks, err := g.keyStore(db)
-	if err != nil {
-		return err
-	}
-	return fn(ks)
+	return g.withDB(ctx, func(db *database) error {
+		ks, err := g.keyStore(db)
+		if err != nil {
+			return err
+		}
+		return fn(ks)
+	})
 }
 
 func orDash(s string) string {

@@ -25,53 +25,46 @@ type statusReport struct {
 }
 
 func (c *StatusCmd) Run(ctx context.Context, g *Globals) error {
-	log, err := g.logger(os.Stderr)
-	if err != nil {
-		return err
-	}
-	db, err := g.connect(ctx, log, false)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	sum, err := status.ReadSummary(ctx, db.Pool)
-	if err != nil {
-		return err
-	}
-	ws, err := status.ReadWebhooks(ctx, db.Pool)
-	if err != nil {
-		return err
-	}
-	if c.JSON {
-		if ws == nil {
-			ws = []status.Webhook{}
+	return g.withDB(ctx, func(db *database) error {
+		sum, err := status.ReadSummary(ctx, db.Pool)
+		if err != nil {
+			return err
 		}
-		return printJSON(statusReport{Summary: sum, OldestUnreadSeconds: sum.OldestUnread.Seconds(), Webhooks: ws})
-	}
-	oldest := ""
-	if sum.Backlog > 0 {
-		oldest = fmt.Sprintf(" (oldest %s ago)", sum.OldestUnread.Round(time.Millisecond))
-	}
-	fmt.Printf("outbox backlog: %d unread event(s)%s\n", sum.Backlog, oldest)
-	fmt.Printf("deliveries: %d pending, %d failed\n\n", sum.Pending, sum.Failed)
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WEBHOOK\tEVENT\tTARGET URL\tSTATUS\tPENDING\tFAILED\tLAST ATTEMPT\tLAST ERROR")
-	for _, w := range ws {
-		last, lastErr := "-", "-"
-		if w.LastTriggeredAt != nil {
-			last = w.LastTriggeredAt.Format(time.RFC3339)
+		ws, err := status.ReadWebhooks(ctx, db.Pool)
+		if err != nil {
+			return err
 		}
-		if w.LastError != nil {
-			lastErr = oneLine(*w.LastError, 80)
+		if c.JSON {
+			if ws == nil {
+				ws = []status.Webhook{}
+			}
+			return printJSON(statusReport{Summary: sum, OldestUnreadSeconds: sum.OldestUnread.Seconds(), Webhooks: ws})
 		}
-		st := w.Status
-		if w.DisabledReason != nil {
-			st += ": " + oneLine(*w.DisabledReason, 60)
+		oldest := ""
+		if sum.Backlog > 0 {
+			oldest = fmt.Sprintf(" (oldest %s ago)", sum.OldestUnread.Round(time.Millisecond))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", w.ID, w.Event, w.TargetURL, st,
-			strconv.FormatInt(w.Pending, 10), strconv.FormatInt(w.Failed, 10), last, lastErr)
-	}
-	return tw.Flush()
+		fmt.Printf("outbox backlog: %d unread event(s)%s\n", sum.Backlog, oldest)
+		fmt.Printf("deliveries: %d pending, %d failed\n\n", sum.Pending, sum.Failed)
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "WEBHOOK\tEVENT\tTARGET URL\tSTATUS\tPENDING\tFAILED\tLAST ATTEMPT\tLAST ERROR")
+		for _, w := range ws {
+			last, lastErr := "-", "-"
+			if w.LastTriggeredAt != nil {
+				last = w.LastTriggeredAt.Format(time.RFC3339)
+			}
+			if w.LastError != nil {
+				lastErr = oneLine(*w.LastError, 80)
+			}
+			st := w.Status
+			if w.DisabledReason != nil {
+				st += ": " + oneLine(*w.DisabledReason, 60)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", w.ID, w.Event, w.TargetURL, st,
+				strconv.FormatInt(w.Pending, 10), strconv.FormatInt(w.Failed, 10), last, lastErr)
+		}
+		return tw.Flush()
+	})
 }
 
 // oneLine keeps a table row on one line: receivers' error texts can hold newlines

@@ -148,14 +148,5 @@ func (c *WebhooksRmCmd) Run(ctx context.Context, g *Globals) error {
 }
 
 func withStore(ctx context.Context, g *Globals, fn func(webhook.Store) error) error {
-	log, err := g.logger(os.Stderr)
-	if err != nil {
-		return err
-	}
-	db, err := g.connect(ctx, log, false)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	return fn(webhook.Store{Pool: db.Pool})
+	return g.withDB(ctx, func(db *database) error { return fn(webhook.Store{Pool: db.Pool}) })
 }
