@@ -159,6 +159,28 @@ func NewCluster(t testing.TB) *pglocal.Server {
 	return srv
 }
 
+// NewMigratedCluster is NewCluster with a migrated database "relay" on it, for tests
+// that stop, restart or kill PostgreSQL under a relay.
+func NewMigratedCluster(t testing.TB) (*pglocal.Server, *DB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	cluster := NewCluster(t)
+	if err := cluster.CreateDatabase(ctx, "relay", ""); err != nil {
+		t.Fatalf("testutil: %v", err)
+	}
+	url := cluster.URL("relay")
+	if err := schema.Migrate(ctx, url); err != nil {
+		t.Fatalf("testutil: %v", err)
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatalf("testutil: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return cluster, &DB{URL: url, Pool: pool, Name: "relay"}
+}
+
 // startCluster starts a Fast cluster in a new directory under /tmp. Not t.TempDir: as root
 // the server runs as another user, who cannot traverse t.TempDir's 0700 directories.
 func startCluster(ctx context.Context, settings map[string]string) (*pglocal.Server, string, error) {

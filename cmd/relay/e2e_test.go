@@ -24,7 +24,6 @@ import (
 
 	"github.com/relayhq/relay/outbox"
 	"github.com/relayhq/relay/relay/pglocal"
-	"github.com/relayhq/relay/schema"
 	"github.com/relayhq/relay/testutil"
 )
 
@@ -323,27 +322,6 @@ func TestTwoRelaysDeliverEveryEventToEveryWebhookOnce(t *testing.T) {
 	}
 }
 
-// migratedCluster starts a PostgreSQL cluster of this test's own (it will be
-// restarted) with a migrated database.
-func migratedCluster(t *testing.T) (*pglocal.Server, string, *pgxpool.Pool) {
-	t.Helper()
-	ctx := context.Background()
-	cluster := testutil.NewCluster(t)
-	if err := cluster.CreateDatabase(ctx, "relay", ""); err != nil {
-		t.Fatal(err)
-	}
-	url := cluster.URL("relay")
-	if err := schema.Migrate(ctx, url); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return cluster, url, pool
-}
-
 func leasedBy(t *testing.T, pool *pgxpool.Pool, owner string) int {
 	t.Helper()
 	var n int
@@ -360,7 +338,8 @@ func leasedBy(t *testing.T, pool *pgxpool.Pool, owner string) int {
 }
 
 func TestSIGKILLedRelaysAndRestartedPostgresLoseNothing(t *testing.T) {
-	cluster, url, pool := migratedCluster(t)
+	cluster, db := testutil.NewMigratedCluster(t)
+	url, pool := db.URL, db.Pool
 	var receivers []*testutil.Receiver
 	for i := range 3 {
 		// A little latency per request, so that attempts are in flight when the kills land.

@@ -10,13 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/relayhq/relay/relay"
 	"github.com/relayhq/relay/relay/metrics"
 	"github.com/relayhq/relay/relay/server"
-	"github.com/relayhq/relay/schema"
 	"github.com/relayhq/relay/testutil"
 )
 
@@ -43,19 +41,8 @@ func get(t *testing.T, url string) probe {
 // with no restart of the relay; /healthz (the process is alive) stays 200 throughout.
 func TestReadyzIs503WhilePostgresIsDownAnd200WhenBack(t *testing.T) {
 	ctx := context.Background()
-	cluster := testutil.NewCluster(t)
-	if err := cluster.CreateDatabase(ctx, "relay", ""); err != nil {
-		t.Fatal(err)
-	}
-	url := cluster.URL("relay")
-	if err := schema.Migrate(ctx, url); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	cluster, db := testutil.NewMigratedCluster(t)
+	pool := db.Pool
 
 	cfg := relay.DefaultConfig()
 	cfg.HTTPTimeout, cfg.PollInterval = 2*time.Second, 200*time.Millisecond
