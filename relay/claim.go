@@ -198,6 +198,9 @@ func (s *claimSubscriber) loop(ctx context.Context, out chan<- *message.Message)
 		if claimNow && budget > 0 {
 			n, err := s.claim(ctx, min(budget, s.cfg.ClaimBatch))
 			if err != nil {
+				if s.stopping(ctx) {
+					return
+				}
 				s.log.Error().Err(err).Msg("claiming deliveries failed; retrying")
 				if !sleep(ctx, s.closed, time.Second) {
 					return
@@ -425,6 +428,17 @@ func (s *claimSubscriber) release(batch []*claimed) {
 	defer cancel()
 	if _, err := s.pool.Exec(ctx, releaseSQL, ids, tokens, s.owner); err != nil {
 		s.log.Warn().Err(err).Int("deliveries", len(batch)).Msg("could not release leases; they expire by themselves")
+	}
+}
+
+// stopping reports whether the subscriber is shutting down (a failed claim then is
+// the shutdown cutting it short, not an error).
+func (s *claimSubscriber) stopping(ctx context.Context) bool {
+	select {
+	case <-s.closed:
+		return true
+	default:
+		return ctx.Err() != nil
 	}
 }
 

@@ -73,7 +73,8 @@ func (r *Relay) Running() bool { return r.running.Load() }
 // lets in-flight attempts finish and record (bounded by the HTTP timeout plus a few
 // seconds), releases any lease it still holds, and returns nil.
 func (r *Relay) Run(ctx context.Context) error {
-	wlog := wmLogger{r.log}
+	closing := make(chan struct{})
+	wlog := wmLogger{l: r.log, closing: closing}
 	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackground()
 
@@ -94,7 +95,6 @@ func (r *Relay) Run(ctx context.Context) error {
 	go maintainer{r}.run(bg)
 	go (&vacuumer{r: r, rec: rec}).run(bg)
 
-	closing := make(chan struct{})
 	outboxSub, err := newOutboxSubscriber(r.pool, r.cfg, notes.outbox, closing, wlog)
 	if err != nil {
 		stopRecorder()
