@@ -35,7 +35,8 @@ func (c *ReceiveCmd) Run(ctx context.Context, g *Globals) error {
 	// For a container healthcheck (`relay healthcheck --addr :9000 --path /healthz`).
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.Handle("/", &receiver.Handler{Secret: c.Secret, Tolerance: c.Tolerance, Log: log})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	log.Info().Str("addr", ln.Addr().String()).Bool("verifying", c.Secret != "").Msg("receiver listening")
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

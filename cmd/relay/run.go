@@ -137,7 +137,12 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals, kctx *kong.Context) (err e
 	srv := &http.Server{
 		Handler: server.New(server.Deps{Pool: db.Pool, Relay: r, Log: log, StripeSecret: cfg.StripeSecret, Keys: keys,
 			Metrics: cfg.Metrics.Handler()}),
+		// Bounded in time as well as size (bodies are capped per endpoint): a client
+		// trickling a request cannot hold a connection and goroutine for ever.
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 	}
 	srvErr := make(chan error, 1)
 	go func() {
