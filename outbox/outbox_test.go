@@ -166,3 +166,45 @@ func TestEmitRejectsBadInputClearly(t *testing.T) {
 		t.Fatalf("oversize payload: %v", err)
 	}
 }
+
+// TestEmitNeedsOnlyExecuteOnRelayEmit: a CMS's database role needs USAGE on the schema
+// and EXECUTE on relay.emit, nothing on the tables; a role without the grant is refused.
+func TestEmitNeedsOnlyExecuteOnRelayEmit(t *testing.T) {
+	db := testutil.NewDB(t)
+	ctx := context.Background()
+	role := "cms_" + strings.ReplaceAll(db.Name, "-", "_")
+	other := role + "_other"
+	for _, r := range []string{role, other} {
+		if _, err := db.Pool.Exec(ctx, "CREATE ROLE "+pgx.Identifier{r}.Sanitize()); err != nil {
+			t.Fatalf("create role (TEST_DATABASE_URL's user needs CREATEROLE): %v", err)
+		}
+		t.Cleanup(func() {
+			_, _ = db.Pool.Exec(context.Background(), "DROP OWNED BY "+pgx.Identifier{r}.Sanitize())
+			_, _ = db.Pool.Exec(context.Background(), "DROP ROLE "+pgx.Identifier{r}.Sanitize())
+		})
+		if _, err := db.Pool.Exec(ctx, "GRANT USAGE ON SCHEMA relay TO "+pgx.Identifier{r}.Sanitize()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Pool.Exec(ctx, "GRANT EXECUTE ON FUNCTION relay.emit(text, jsonb) TO "+pgx.Identifier{role}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	emitAs := func(r string) error {
+		return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+pgx.Identifier{r}.Sanitize()); err != nil {
+				return err
+			}
+			_, err := outbox.Emit(ctx, tx, "post.added", json.RawMessage(`{"post":{"current":{"id":"1"},"previous":{}}}`))
+			return err
+		})
+	}
+	if err := emitAs(role); err != nil {
+		t.Fatalf("a role with EXECUTE on relay.emit could not emit: %v", err)
+	}
+	if err := emitAs(other); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("a role without the grant: err = %v, want permission denied", err)
+	}
+	if ids, _, _ := stored(t, db); len(ids) != 1 {
+		t.Fatalf("%d events stored, want 1", len(ids))
+	}
+}

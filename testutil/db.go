@@ -4,7 +4,7 @@
 //
 // Databases come from one PostgreSQL cluster per test binary, started lazily from the
 // local server binaries (see package pglocal), or from the server at TEST_DATABASE_URL when
-// that is set (it must allow CREATE DATABASE).
+// that is set (its user must be allowed CREATE DATABASE and CREATE ROLE).
 package testutil
 
 import (

@@ -57,8 +57,11 @@ LANGUAGE sql IMMUTABLE AS $fn$ SELECT 1048576 $fn$;
 
 -- relay.emit writes one event inside the caller's transaction. It is the whole
 -- writer-side API: rolled back => never delivered, committed => delivered.
+-- SECURITY DEFINER: a CMS's role needs EXECUTE on this function (and USAGE on the
+-- schema), not rights on the tables behind it; search_path is pinned so the caller
+-- cannot redirect what it resolves. EXECUTE is revoked from PUBLIC below.
 CREATE FUNCTION relay.emit(event text, data jsonb) RETURNS uuid
-LANGUAGE plpgsql VOLATILE AS $fn$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     id uuid := gen_random_uuid();
     body text;
@@ -85,6 +88,7 @@ BEGIN
     RETURN id;
 END
 $fn$;
+REVOKE ALL ON FUNCTION relay.emit(text, jsonb) FROM PUBLIC;
 
 -- Ghost's webhook ids are 24-hex ObjectIds: 4 bytes of seconds, then randomness.
 CREATE FUNCTION relay.object_id() RETURNS varchar(24)
