@@ -88,18 +88,7 @@ func TestExhaustedScheduleLeavesDeliveryFailed(t *testing.T) {
 
 func TestGoneDisablesWebhookAndCancelsItsPendingDeliveries(t *testing.T) {
 	db := testutil.NewDB(t)
-	release := make(chan struct{})
-	var first sync.Once
-	gone := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		// Hold the first request until the rest are queued behind it.
-		first.Do(func() {
-			select {
-			case <-release:
-			case <-r.Context().Done():
-			}
-		})
-		w.WriteHeader(http.StatusGone)
-	})
+	gone, release := heldGoneReceiver(t)
 	healthy := testutil.NewReceiver(t, nil)
 	wh := addWebhook(t, db, "post.edited", gone.URL(), "")
 	addWebhook(t, db, "post.edited", healthy.URL(), "")
@@ -318,4 +307,21 @@ func TestRefusedTargetIsARecordedFailedAttempt(t *testing.T) {
 	if rc.Count() != 0 {
 		t.Fatalf("the guarded receiver on loopback got %d requests", rc.Count())
 	}
+}
+
+// heldGoneReceiver answers 410 Gone, holding the first request until release is closed
+// so that the webhook's other deliveries queue up behind it.
+func heldGoneReceiver(t *testing.T) (*testutil.Receiver, chan struct{}) {
+	release := make(chan struct{})
+	var first sync.Once
+	gone := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		first.Do(func() {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		})
+		w.WriteHeader(http.StatusGone)
+	})
+	return gone, release
 }

@@ -5,7 +5,6 @@ import (
 	"net/http/httptest"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -181,17 +180,7 @@ func TestMetricsCountDisablesAndCancelledDeliveries(t *testing.T) {
 	db := testutil.NewDB(t)
 	// 410 on the first request, held until the others are queued behind it (one at a
 	// time to that webhook), so the disable finds them pending and cancels them.
-	release := make(chan struct{})
-	var first sync.Once
-	gone := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		first.Do(func() {
-			select {
-			case <-release:
-			case <-r.Context().Done():
-			}
-		})
-		w.WriteHeader(http.StatusGone)
-	})
+	gone, release := heldGoneReceiver(t)
 	// The other webhook fails once and would retry in a minute, but is auto-disabled
 	// first (RELAY_DISABLE_AFTER=1s), which cancels its delivery.
 	failing := testutil.NewReceiver(t, status(http.StatusServiceUnavailable))

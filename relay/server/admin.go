@@ -134,6 +134,13 @@ type webhookInput struct {
 	Status *string `json:"status"`
 }
 
+func (in webhookInput) input() webhook.Input {
+	return webhook.Input{
+		Event: in.Event, TargetURL: in.TargetURL, Name: in.Name, Secret: in.Secret,
+		APIVersion: in.APIVersion, IntegrationID: in.IntegrationID, Status: in.Status,
+	}
+}
+
 // errBadBody is a body that is not what Ghost accepts at all (as opposed to a field
 // that fails validation): Ghost answers it 400.
 type errBadBody struct{ msg string }
@@ -234,15 +241,11 @@ func (d Deps) adminAdd(w http.ResponseWriter, r *http.Request) {
 	}
 	// As in Ghost, a webhook created with an integration's key belongs to that
 	// integration unless the body says otherwise; here the key plays the integration.
-	integration := in.IntegrationID
-	if integration == nil || *integration == "" {
+	if in.IntegrationID == nil || *in.IntegrationID == "" {
 		k := keyID(r.Context())
-		integration = &k
+		in.IntegrationID = &k
 	}
-	wh, err := webhook.Store{Pool: d.Pool}.Add(r.Context(), webhook.Input{
-		Event: in.Event, TargetURL: in.TargetURL, Name: in.Name, Secret: in.Secret,
-		APIVersion: in.APIVersion, IntegrationID: integration,
-	})
+	wh, err := webhook.Store{Pool: d.Pool}.Add(r.Context(), in.input())
 	if err != nil {
 		d.answerError(w, r, err)
 		return
@@ -262,10 +265,7 @@ func (d Deps) adminEdit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	wh, err := webhook.Store{Pool: d.Pool}.Edit(r.Context(), id, webhook.Input{
-		Event: in.Event, TargetURL: in.TargetURL, Name: in.Name, Secret: in.Secret,
-		APIVersion: in.APIVersion, IntegrationID: in.IntegrationID, Status: in.Status,
-	})
+	wh, err := webhook.Store{Pool: d.Pool}.Edit(r.Context(), id, in.input())
 	if err != nil {
 		d.answerError(w, r, err)
 		return
