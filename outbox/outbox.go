@@ -20,15 +20,17 @@ import (
 )
 
 // Event is one event to emit: Name is a registered event name (a Ghost event such as
-// "post.published", "stripe.<type>", or one registered with `relay events register`),
-// and Data is the exact JSON body receivers get.
+// "post.published", or one registered with `relay events register`), and Data is the
+// JSON body receivers get, byte for byte: it is stored as the text given, never
+// re-serialised. stripe.<type> names are refused: only the relay's Stripe endpoint
+// creates Stripe events.
 type Event struct {
 	Name string
 	Data json.RawMessage
 }
 
-// ErrUnknownEvent is returned (wrapped) when PostgreSQL rejects an event name with
-// SQLSTATE 22023; test it with errors.Is.
+// ErrUnknownEvent is returned (wrapped) when PostgreSQL rejects an event name (or data
+// that is not JSON) with SQLSTATE 22023; test it with errors.Is.
 var ErrUnknownEvent = errors.New("outbox: unknown event name or invalid data")
 
 // ErrPayloadTooLarge is returned (wrapped) when data exceeds the relay's size limit.
@@ -38,9 +40,11 @@ var ErrPayloadTooLarge = errors.New("outbox: event data too large")
 var ErrInvalidJSON = errors.New("outbox: event data is not valid JSON")
 
 const (
-	emitSQL      = `SELECT relay.emit($1, $2::jsonb)`
+	// The text form of relay.emit keeps Data's bytes; the jsonb form would reorder keys
+	// and rewrite spaces.
+	emitSQL      = `SELECT relay.emit($1::text, $2::text)`
 	emitBatchSQL = `SELECT relay.emit(e.name, e.data)
-  FROM unnest($1::text[], $2::jsonb[]) WITH ORDINALITY AS e(name, data, n)
+  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS e(name, data, n)
  ORDER BY e.n`
 )
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/relayhq/relay/outbox"
@@ -186,7 +187,7 @@ func TestEmitNeedsOnlyExecuteOnRelayEmit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := db.Pool.Exec(ctx, "GRANT EXECUTE ON FUNCTION relay.emit(text, jsonb) TO "+pgx.Identifier{role}.Sanitize()); err != nil {
+	if _, err := db.Pool.Exec(ctx, "GRANT EXECUTE ON FUNCTION relay.emit(text, text), relay.emit(text, jsonb) TO "+pgx.Identifier{role}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
 	emitAs := func(r string) error {
@@ -206,5 +207,151 @@ func TestEmitNeedsOnlyExecuteOnRelayEmit(t *testing.T) {
 	}
 	if ids, _, _ := stored(t, db); len(ids) != 1 {
 		t.Fatalf("%d events stored, want 1", len(ids))
+	}
+}
+
+// A CMS role, or an SQL injection in the CMS, can emit only what relay.emit offers: no
+// stripe.* event (only the relay's Stripe endpoint creates those, and the relay signs
+// them as Stripe's for Ghost), no way around relay.emit to the internal writer or the
+// outbox table, so no event can claim a source other than 'emit'.
+func TestCMSRoleCannotCreateStripeEvents(t *testing.T) {
+	db := testutil.NewDB(t)
+	ctx := context.Background()
+	role := "cms_" + db.Name
+	if _, err := db.Pool.Exec(ctx, "CREATE ROLE "+pgx.Identifier{role}.Sanitize()); err != nil {
+		t.Fatalf("create role: %v", err)
+	}
+	t.Cleanup(func() {
+		_, _ = db.Pool.Exec(context.Background(), "DROP OWNED BY "+pgx.Identifier{role}.Sanitize())
+		_, _ = db.Pool.Exec(context.Background(), "DROP ROLE "+pgx.Identifier{role}.Sanitize())
+	})
+	for _, g := range []string{"GRANT USAGE ON SCHEMA relay TO ", "GRANT EXECUTE ON FUNCTION relay.emit(text, text), relay.emit(text, jsonb) TO "} {
+		if _, err := db.Pool.Exec(ctx, g+pgx.Identifier{role}.Sanitize()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	asCMS := func(fn func(tx pgx.Tx) error) error {
+		return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+pgx.Identifier{role}.Sanitize()); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
+	}
+	forged := `{"id":"evt_FORGED","object":"event","type":"checkout.session.completed"}`
+	for _, q := range []string{
+		`SELECT relay.emit('stripe.checkout.session.completed', '` + forged + `')`,
+		`SELECT relay.emit('stripe.checkout.session.completed', '` + forged + `'::jsonb)`,
+	} {
+		err := asCMS(func(tx pgx.Tx) error { _, err := tx.Exec(ctx, q); return err })
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "22023" || !strings.Contains(pgErr.Message, "Stripe") {
+			t.Errorf("%s: err = %v, want SQLSTATE 22023 naming Stripe", q, err)
+		}
+	}
+	err := asCMS(func(tx pgx.Tx) error {
+		_, err := outbox.Emit(ctx, tx, "stripe.checkout.session.completed", json.RawMessage(forged))
+		return err
+	})
+	if !errors.Is(err, outbox.ErrUnknownEvent) {
+		t.Errorf("outbox.Emit of a stripe.* name: err = %v, want ErrUnknownEvent", err)
+	}
+	for _, q := range []string{
+		`SELECT relay.emit_internal('stripe.checkout.session.completed', '` + forged + `', 'stripe')`,
+		`INSERT INTO relay.outbox ("uuid", payload, metadata, transaction_id, source)
+		 VALUES (gen_random_uuid()::text, '{}', '{"event":"stripe.charge.refunded"}', pg_current_xact_id(), 'stripe')`,
+	} {
+		err := asCMS(func(tx pgx.Tx) error { _, err := tx.Exec(ctx, q); return err })
+		if err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("%s: err = %v, want permission denied", q, err)
+		}
+	}
+	// Registering a stripe.* name would not help either.
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO relay.event_types (name) VALUES ('stripe.forged')`); err == nil {
+		t.Errorf("a stripe.* name was registered as a custom event")
+	}
+	if ids, _, _ := stored(t, db); len(ids) != 0 {
+		t.Fatalf("%d events stored, want none", len(ids))
+	}
+}
+
+// What the CMS wrote is what receivers get: every writer keeps Data's bytes (key order,
+// spaces, number spellings, unicode escapes), where jsonb would rewrite them.
+func TestEveryWriterKeepsTheBodyByteForByte(t *testing.T) {
+	db := testutil.NewDB(t)
+	ctx := context.Background()
+	bodies := []string{
+		`{"b":1,"a":2}`,
+		`{ "post" : {"current":{"title":"caf\u00e9 ✓","n":1.50e2,"z":null} , "previous":{}} }`,
+		"[1,\n  2]",
+	}
+	sqlDB, err := sql.Open("pgx", db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sqlDB.Close()
+	writers := map[string]func(body string) error{
+		"outbox.Emit": func(body string) error {
+			return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+				_, err := outbox.Emit(ctx, tx, "post.added", json.RawMessage(body))
+				return err
+			})
+		},
+		"outbox.EmitBatch": func(body string) error {
+			return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+				_, err := outbox.EmitBatch(ctx, tx, []outbox.Event{{Name: "post.added", Data: json.RawMessage(body)}})
+				return err
+			})
+		},
+		"outbox.EmitSQL": func(body string) error {
+			tx, err := sqlDB.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			if _, err := outbox.EmitSQL(ctx, tx, "post.added", json.RawMessage(body)); err != nil {
+				_ = tx.Rollback()
+				return err
+			}
+			return tx.Commit()
+		},
+		"outbox.EmitBatchSQL": func(body string) error {
+			tx, err := sqlDB.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			if _, err := outbox.EmitBatchSQL(ctx, tx, []outbox.Event{{Name: "post.added", Data: json.RawMessage(body)}}); err != nil {
+				_ = tx.Rollback()
+				return err
+			}
+			return tx.Commit()
+		},
+		"SQL literal": func(body string) error {
+			_, err := db.Pool.Exec(ctx, `SELECT relay.emit('post.added', '`+strings.ReplaceAll(body, "'", "''")+`')`)
+			return err
+		},
+	}
+	for name, write := range writers {
+		for _, body := range bodies {
+			if err := write(body); err != nil {
+				t.Fatalf("%s(%q): %v", name, body, err)
+			}
+			_, _, got := stored(t, db)
+			if last := got[len(got)-1]; last != body {
+				t.Errorf("%s stored %q, want the bytes given, %q", name, last, body)
+			}
+		}
+	}
+	// The jsonb form normalises, as documented.
+	if _, err := db.Pool.Exec(ctx, `SELECT relay.emit('post.added', '{"b":1,"a":2}'::jsonb)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, got := stored(t, db); got[len(got)-1] != `{"a": 2, "b": 1}` {
+		t.Errorf("jsonb form stored %q", got[len(got)-1])
+	}
+	// The text form still refuses what is not JSON, with 22023.
+	_, err = db.Pool.Exec(ctx, `SELECT relay.emit('post.added', '{"a":')`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "22023" {
+		t.Errorf("invalid JSON text: err = %v, want SQLSTATE 22023", err)
 	}
 }

@@ -51,7 +51,11 @@ UPDATE relay.deliveries d
    AND w.id = d.webhook_id AND o."uuid"::uuid = d.event_id
 RETURNING d.id, d.lease_token, d.event_id, d.attempts, d.next_attempt_at,
           w.id, w.target_url, coalesce(w.secret, ''),
-          o.metadata ->> 'event', o.payload::text, o.created_at`
+          o.metadata ->> 'event', o.payload::text, o.created_at,
+          -- Stripe's signature only for what the Stripe endpoint created, only to a
+          -- webhook an operator marked, and not on a redelivery unless asked for.
+          (o.source = 'stripe' AND w.stripe_signature AND d.sign_stripe),
+          coalesce(o.metadata ->> 'content_version', '')`
 
 // releaseSQL hands back leases of attempts that never started (shutdown), so another
 // relay takes them at once instead of after the lease runs out.
@@ -72,6 +76,11 @@ type claimed struct {
 	Event       string
 	Body        []byte
 	CommittedAt time.Time
+	// StripeSign says the attempt carries a Stripe-Signature (see claimSQL).
+	StripeSign bool
+	// ContentVersion is the Content-Version the event's Ghost site sent; empty for
+	// events from elsewhere.
+	ContentVersion string
 
 	// leaseUntil is when the lease runs out, by this process's clock (taken before the
 	// claim, so it errs early).
@@ -373,7 +382,7 @@ func (s *claimSubscriber) claim(ctx context.Context, n int) (int, error) {
 		c := claimed{leaseUntil: leaseUntil, claimedAt: claimedAt}
 		var body string
 		err := row.Scan(&c.ID, &c.LeaseToken, &c.EventID, &c.Attempts, &c.DueAt,
-			&c.WebhookID, &c.TargetURL, &c.Secret, &c.Event, &body, &c.CommittedAt)
+			&c.WebhookID, &c.TargetURL, &c.Secret, &c.Event, &body, &c.CommittedAt, &c.StripeSign, &c.ContentVersion)
 		c.Body = []byte(body)
 		return &c, err
 	})

@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -34,9 +36,15 @@ type attemptResult struct {
 	Started    time.Time
 	Duration   time.Duration
 	StatusCode int    // 0 when no response arrived
-	Error      string // empty on 2xx
+	Error      string // empty on 2xx; the relay's own words, kept on the attempt
+	// GhostError is the same failure as Ghost writes it into last_triggered_error
+	// ("Request failed: <code>"), for receivers' tools that read that column; empty on 2xx.
+	GhostError string
 	Excerpt    string
 	RetryAfter time.Duration
+	// FinalURL is where the last request of the attempt went, when a redirect was
+	// followed; empty otherwise.
+	FinalURL string
 }
 
 func (a attemptResult) succeeded() bool { return a.StatusCode >= 200 && a.StatusCode < 300 }
@@ -72,8 +80,8 @@ func newHTTPClient(cfg Config) *http.Client {
 	}
 	return &http.Client{
 		Transport: transport,
-		// Redirects are failures: following one would send the event (and its
-		// signature) somewhere the operator never registered.
+		// post follows redirects itself: Go's client would turn a POST into a GET on
+		// 301/302, where Ghost re-sends the POST with its body.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
@@ -134,45 +142,127 @@ func (d *deliverer) stillOurs(ctx context.Context, c *claimed) bool {
 	return ok
 }
 
+// maxRedirects is how many redirects one attempt follows, as Ghost's client would
+// (Ghost follows more; five covers http->https plus a trailing slash with room to spare).
+const maxRedirects = 5
+
 // post makes one attempt. Every header is set fresh per attempt except webhook-id,
 // which is the event's id so that receivers can deduplicate.
+//
+// Like Ghost, it follows 301, 302, 307 and 308 by sending the same POST, body and
+// signatures to the new location. Every hop dials through the SSRF guard, so a redirect
+// to a refused address fails the attempt; a redirect from https to http is refused, as
+// it would send the event in the clear.
 func (d *deliverer) post(ctx context.Context, c *claimed) (res attemptResult) {
 	res.Started = d.now()
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.HTTPTimeout)
 	defer cancel()
 	defer func() { res.Duration = time.Since(res.Started) }()
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.TargetURL, bytes.NewReader(c.Body))
+	header := http.Header{}
+	if err := d.sign(header, c, res.Started); err != nil {
+		res.Error, res.GhostError = err.Error(), ghostRequestFailed("unknown")
+		return res
+	}
+	target, err := url.Parse(c.TargetURL)
 	if err != nil {
-		res.Error = "invalid target URL: " + redactURLError(err)
+		res.Error, res.GhostError = "invalid target URL: "+redactURLError(err), ghostRequestFailed("ERR_INVALID_URL")
 		return res
 	}
-	if err := d.sign(req.Header, c, res.Started); err != nil {
-		res.Error = err.Error()
-		return res
+	for hop := 0; ; hop++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target.String(), bytes.NewReader(c.Body))
+		if err != nil {
+			res.Error, res.GhostError = "invalid target URL: "+redactURLError(err), ghostRequestFailed("ERR_INVALID_URL")
+			return res
+		}
+		req.Header = header.Clone()
+		resp, err := d.client.Do(req)
+		if err != nil {
+			res.Error, res.GhostError = describeHTTPError(err, d.cfg.HTTPTimeout), ghostRequestFailed(nodeErrorCode(err))
+			if hop > 0 {
+				res.Error = fmt.Sprintf("after %d redirect(s), to %s: %s", hop, target.Host, res.Error)
+			}
+			return res
+		}
+		next, redirectErr := redirectTarget(target, resp)
+		if next == nil && redirectErr == nil {
+			d.readResponse(resp, &res)
+			return res
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
+		resp.Body.Close()
+		code := "ERR_NON_2XX_3XX_RESPONSE"
+		if redirectErr == nil && hop == maxRedirects {
+			redirectErr, code = fmt.Errorf("more than %d redirects", maxRedirects), "ERR_TOO_MANY_REDIRECTS"
+		}
+		if redirectErr != nil {
+			res.StatusCode = resp.StatusCode
+			res.Error = fmt.Sprintf("HTTP %d: redirect not followed: %v", resp.StatusCode, redirectErr)
+			res.GhostError = ghostRequestFailed(code)
+			return res
+		}
+		target = next
+		res.FinalURL = target.String()
 	}
-	resp, err := d.client.Do(req)
+}
+
+// redirectTarget returns where a redirect response points, nil when resp is not a
+// redirect that is followed, or an error when it is one that cannot be followed.
+func redirectTarget(from *url.URL, resp *http.Response) (*url.URL, error) {
+	switch resp.StatusCode {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+	default:
+		return nil, nil
+	}
+	loc := resp.Header.Get("Location")
+	if loc == "" {
+		return nil, errors.New("no Location header")
+	}
+	next, err := from.Parse(loc)
 	if err != nil {
-		res.Error = describeHTTPError(err, d.cfg.HTTPTimeout)
-		return res
+		return nil, errors.New("Location is not a URL")
 	}
+	switch {
+	case next.Scheme != "http" && next.Scheme != "https":
+		return nil, fmt.Errorf("Location scheme %q is not http(s)", clip(next.Scheme, 20))
+	case from.Scheme == "https" && next.Scheme == "http":
+		return nil, errors.New("a redirect from https to http would send the event in the clear")
+	case next.Hostname() == "":
+		return nil, errors.New("Location has no host")
+	}
+	next.Fragment, next.RawFragment = "", ""
+	return next, nil
+}
+
+// readResponse takes what is kept of a final response: the status, and for a failure
+// the start of its body and any Retry-After.
+func (d *deliverer) readResponse(resp *http.Response, res *attemptResult) {
 	defer resp.Body.Close()
 	res.StatusCode = resp.StatusCode
 	if !res.succeeded() {
 		buf, _ := io.ReadAll(io.LimitReader(resp.Body, excerptLimit))
 		res.Excerpt = strings.ToValidUTF8(string(buf), "\uFFFD")
 		res.Error = "HTTP " + strconv.Itoa(resp.StatusCode)
+		// What Ghost's client (got) reports for any status it does not follow or accept.
+		res.GhostError = ghostRequestFailed("ERR_NON_2XX_3XX_RESPONSE")
 		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 			res.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), res.Started)
 		}
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
-	return res
 }
 
 func (d *deliverer) sign(h http.Header, c *claimed, now time.Time) error {
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", d.userAgent)
+	// Receivers written for Ghost read Content-Version to know the payload's shape:
+	// the version the event's Ghost site sent, else the Ghost version whose shapes
+	// relay.emit's documented payloads follow.
+	cv := c.ContentVersion
+	if cv == "" {
+		cv = ghostContentVersion
+	}
+	h.Set("Content-Version", cv)
 	h.Set("webhook-id", c.EventID)
 	h.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
 	if c.Secret != "" {
@@ -183,7 +273,7 @@ func (d *deliverer) sign(h http.Header, c *claimed, now time.Time) error {
 		h.Set("webhook-signature", sig)
 		h.Set("X-Ghost-Signature", signing.GhostSignature(c.Secret, c.Body, now))
 	}
-	if d.cfg.StripeSecret != "" && strings.HasPrefix(c.Event, "stripe.") {
+	if c.StripeSign && d.cfg.StripeSecret != "" {
 		h.Set("Stripe-Signature", signing.StripeSignature(d.cfg.StripeSecret, now, c.Body))
 	}
 	return nil
@@ -225,6 +315,59 @@ func describeHTTPError(err error, timeout time.Duration) string {
 		msg = strings.ToValidUTF8(msg, "\uFFFD")
 	}
 	return msg
+}
+
+// ghostContentVersion is the Content-Version of events that did not come from a Ghost
+// site: the Ghost release whose webhook payloads the README's shapes follow.
+const ghostContentVersion = "v6.65"
+
+// ghostRequestFailed is Ghost's last_triggered_error for a failed request: its text is
+// "Request failed: " and the error code of its HTTP client, at most 50 characters (the
+// column's size in Ghost).
+func ghostRequestFailed(code string) string {
+	s := "Request failed: " + code
+	if len(s) > 50 {
+		s = s[:50]
+	}
+	return s
+}
+
+// nodeErrorCode names a transport failure with the code Node's HTTP stack (which Ghost's
+// client reports) gives it, so that last_triggered_error reads as Ghost's would.
+func nodeErrorCode(err error) string {
+	var dnsErr *net.DNSError
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.Is(err, netguard.ErrBlocked):
+		return "URL_PRIVATE_INVALID"
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return "ETIMEDOUT"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "ECONNREFUSED"
+	case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return "ECONNRESET"
+	case errors.As(err, &dnsErr):
+		if dnsErr.IsNotFound {
+			return "ENOTFOUND"
+		}
+		return "EAI_AGAIN"
+	case errors.As(err, &unknownCA):
+		return "UNABLE_TO_VERIFY_LEAF_SIGNATURE"
+	case errors.As(err, &badHost):
+		return "ERR_TLS_CERT_ALTNAME_INVALID"
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "CERT_HAS_EXPIRED"
+	}
+	return "unknown"
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 func isTimeout(err error) bool {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/relayhq/relay/relay"
+	"github.com/relayhq/relay/relay/signing"
 	"github.com/relayhq/relay/testutil"
 )
 
@@ -142,42 +144,147 @@ func TestRetryAfterOn429IsHonoured(t *testing.T) {
 	}
 }
 
-func TestTimeoutAndRedirectAreFailedAttempts(t *testing.T) {
+func TestTimeoutIsAFailedAttemptRecordedAsGhostWouldRecordIt(t *testing.T) {
 	db := testutil.NewDB(t)
 	hang := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
 		<-r.Context().Done()
 	})
-	elsewhere := testutil.NewReceiver(t, nil)
-	redirect := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		http.Redirect(w, r, elsewhere.URL(), http.StatusTemporaryRedirect)
-	})
 	hw := addWebhook(t, db, "page.added", hang.URL(), "")
-	rw := addWebhook(t, db, "page.added", redirect.URL(), "")
 	cfg := testConfig(t)
 	cfg.HTTPTimeout = 500 * time.Millisecond
 	cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{time.Hour}}
 	startRelay(t, db, cfg)
 	emit(t, db, "page.added", map[string]any{"page": map[string]any{}})
 
-	read := func(webhookID string) (code *int, errText string) {
-		testutil.Eventually(t, 10*time.Second, func() bool {
-			return queryInt(t, db, `SELECT count(*) FROM relay.delivery_attempts a JOIN relay.deliveries d ON d.id = a.delivery_id WHERE d.webhook_id = $1`, webhookID) == 1
-		}, "attempt not recorded")
-		if err := db.Pool.QueryRow(context.Background(), `SELECT a.status_code, a.error FROM relay.delivery_attempts a
-			JOIN relay.deliveries d ON d.id = a.delivery_id WHERE d.webhook_id = $1`, webhookID).Scan(&code, &errText); err != nil {
-			t.Fatal(err)
+	a := readOnlyAttempt(t, db, hw.ID)
+	if a.code != nil || a.err != "timeout after 500ms" {
+		t.Errorf("hanging receiver: status %v error %q, want none and a timeout", a.code, a.err)
+	}
+	wantLastTriggered(t, db, hw.ID, nil, "Request failed: ETIMEDOUT")
+}
+
+// attemptRow is one recorded attempt, as the tests read it back.
+type attemptRow struct {
+	code     *int
+	err      string
+	finalURL *string
+}
+
+// readOnlyAttempt waits for the webhook's one attempt to be recorded and reads it.
+func readOnlyAttempt(t *testing.T, db *testutil.DB, webhookID string) attemptRow {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return queryInt(t, db, `SELECT count(*) FROM relay.delivery_attempts a JOIN relay.deliveries d ON d.id = a.delivery_id WHERE d.webhook_id = $1`, webhookID) == 1
+	}, "attempt not recorded")
+	var a attemptRow
+	var errText *string
+	if err := db.Pool.QueryRow(context.Background(), `SELECT a.status_code, a.error, a.final_url FROM relay.delivery_attempts a
+		JOIN relay.deliveries d ON d.id = a.delivery_id WHERE d.webhook_id = $1`, webhookID).Scan(&a.code, &errText, &a.finalURL); err != nil {
+		t.Fatal(err)
+	}
+	if errText != nil {
+		a.err = *errText
+	}
+	return a
+}
+
+// wantLastTriggered checks the webhook's Ghost columns: the status code as text (nil
+// for no response) and Ghost's error text ("" for none).
+func wantLastTriggered(t *testing.T, db *testutil.DB, webhookID string, status *string, ghostErr string) {
+	t.Helper()
+	var gotStatus, gotErr *string
+	var at *time.Time
+	if err := db.Pool.QueryRow(context.Background(), `SELECT last_triggered_status, last_triggered_error, last_triggered_at
+		FROM relay.webhooks WHERE id = $1`, webhookID).Scan(&gotStatus, &gotErr, &at); err != nil {
+		t.Fatal(err)
+	}
+	if (gotStatus == nil) != (status == nil) || (status != nil && *gotStatus != *status) {
+		t.Errorf("last_triggered_status = %v, want %v", deref(gotStatus), deref(status))
+	}
+	if (gotErr == nil && ghostErr != "") || (gotErr != nil && *gotErr != ghostErr) {
+		t.Errorf("last_triggered_error = %q, want %q", deref(gotErr), ghostErr)
+	}
+	if at == nil || time.Since(*at) > time.Minute || time.Until(*at) > time.Second {
+		t.Errorf("last_triggered_at = %v, want the end of the request", at)
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<nil>"
+	}
+	return *s
+}
+
+// Ghost follows 301, 302, 307 and 308 and re-sends the POST with its body; so does the
+// relay, with the same signatures, recording where the request ended up.
+func TestRedirectsAreFollowedWithMethodBodyAndSignatures(t *testing.T) {
+	db := testutil.NewDB(t)
+	final := testutil.NewReceiver(t, nil)
+	var hops []string
+	for _, code := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		next := final.URL() + "/final"
+		if len(hops) > 0 {
+			next = hops[len(hops)-1]
 		}
-		return code, errText
+		code := code
+		rc := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+			http.Redirect(w, r, next, code)
+		})
+		hops = append(hops, rc.URL()+"/hop")
 	}
-	if code, errText := read(hw.ID); code != nil || errText != "timeout after 500ms" {
-		t.Errorf("hanging receiver: status %v error %q, want none and a timeout", code, errText)
+	const secret = "ghost-style-secret"
+	w := addWebhook(t, db, "tag.added", hops[len(hops)-1], secret)
+	startRelay(t, db, testConfig(t))
+	id := emit(t, db, "tag.added", map[string]any{"tag": map[string]any{"current": map[string]any{"id": "t1"}}})
+
+	req := final.WaitFor(t, 1, 10*time.Second)[0]
+	if req.Method != http.MethodPost || req.Path != "/final" || req.Header.Get("webhook-id") != id {
+		t.Errorf("after 4 redirects (301, 302, 307, 308): %s %s webhook-id %q, want POST /final %s", req.Method, req.Path, req.Header.Get("webhook-id"), id)
 	}
-	if code, errText := read(rw.ID); code == nil || *code != 307 || errText != "HTTP 307" {
-		t.Errorf("redirect: status %v error %q, want 307", code, errText)
+	if err := signing.VerifyGhost(secret, req.Header.Get("X-Ghost-Signature"), req.Body, 0, time.Now()); err != nil {
+		t.Errorf("the redirected POST's X-Ghost-Signature does not verify over its body: %v", err)
 	}
-	if elsewhere.Count() != 0 {
-		t.Errorf("redirect was followed")
+	a := readOnlyAttempt(t, db, w.ID)
+	if a.code == nil || *a.code != 200 || a.finalURL == nil || *a.finalURL != final.URL()+"/final" {
+		t.Errorf("attempt: status %v final_url %v, want 200 at %s/final", a.code, a.finalURL, final.URL())
 	}
+	ok := "200"
+	wantLastTriggered(t, db, w.ID, &ok, "")
+}
+
+// Every hop dials through the SSRF guard; an endless chain ends after five redirects.
+func TestRedirectsToRefusedAddressesOrWithoutEndFailTheAttempt(t *testing.T) {
+	db := testutil.NewDB(t)
+	metadata := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		http.Redirect(w, r, "http://169.254.169.254/latest/meta-data/", http.StatusTemporaryRedirect)
+	})
+	var loop *testutil.Receiver
+	loop = testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		http.Redirect(w, r, loop.URL()+"/again", http.StatusFound)
+	})
+	mw := addWebhook(t, db, "tag.deleted", metadata.URL(), "")
+	lw := addWebhook(t, db, "tag.deleted", loop.URL(), "")
+	cfg := testConfig(t)
+	cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{time.Hour}}
+	startRelay(t, db, cfg)
+	emit(t, db, "tag.deleted", map[string]any{"tag": map[string]any{}})
+
+	a := readOnlyAttempt(t, db, mw.ID)
+	if a.code != nil || !strings.Contains(a.err, "after 1 redirect(s)") || !strings.Contains(a.err, "169.254.169.254") || !strings.Contains(a.err, "refusing to connect") {
+		t.Errorf("redirect to the metadata address: status %v error %q, want a refused connection after 1 redirect", a.code, a.err)
+	}
+	wantLastTriggered(t, db, mw.ID, nil, "Request failed: URL_PRIVATE_INVALID")
+
+	a = readOnlyAttempt(t, db, lw.ID)
+	if a.code == nil || *a.code != http.StatusFound || !strings.Contains(a.err, "more than 5 redirects") {
+		t.Errorf("endless redirects: status %v error %q, want 302 and more than 5 redirects", a.code, a.err)
+	}
+	if n := loop.Count(); n != 6 {
+		t.Errorf("the looping receiver got %d requests, want 6 (the first and 5 redirects)", n)
+	}
+	found := "302"
+	wantLastTriggered(t, db, lw.ID, &found, "Request failed: ERR_TOO_MANY_REDIRECTS")
 }
 
 func TestPerWebhookConcurrencyIsBounded(t *testing.T) {

@@ -36,8 +36,8 @@ type result struct {
 const recordSQL = `
 WITH r AS (
     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::int[], $5::int[],
-                         $6::text[], $7::text[], $8::text[], $9::timestamptz[])
-        AS r(id, token, started_at, duration_ms, status_code, error, excerpt, status, next_at)
+                         $6::text[], $7::text[], $8::text[], $9::timestamptz[], $11::text[], $12::text[])
+        AS r(id, token, started_at, duration_ms, status_code, error, excerpt, status, next_at, ghost_error, final_url)
 ), upd AS (
     UPDATE relay.deliveries d
        SET attempts = d.attempts + 1,
@@ -52,24 +52,28 @@ WITH r AS (
      -- hash-joining a scan of every delivery.
      WHERE d.id = ANY($1::bigint[]) AND d.id = r.id AND d.lease_token = r.token
     RETURNING d.id, d.attempts, d.webhook_id, r.started_at, r.duration_ms, r.status_code,
-              r.error, r.excerpt, r.status
+              r.error, r.excerpt, r.status, r.ghost_error, r.final_url
 ), att AS (
     INSERT INTO relay.delivery_attempts
-           (delivery_id, attempt, started_at, duration_ms, status_code, error, response_excerpt, relay_instance)
-    SELECT id, attempts, started_at, duration_ms, status_code, error, excerpt, $10 FROM upd
+           (delivery_id, attempt, started_at, duration_ms, status_code, error, response_excerpt, relay_instance, final_url)
+    SELECT id, attempts, started_at, duration_ms, status_code, error, excerpt, $10, final_url FROM upd
 ), last AS (
-    SELECT DISTINCT ON (webhook_id) webhook_id, started_at, status_code, error,
+    -- Ghost's last_triggered_*: when the last request finished, its status code as
+    -- text, and Ghost's wording of its error.
+    SELECT DISTINCT ON (webhook_id) webhook_id,
+           started_at + duration_ms * interval '1 millisecond' AS finished_at, status_code, error, ghost_error,
            bool_or(status = 'succeeded') OVER (PARTITION BY webhook_id) AS any_success
       FROM upd
      ORDER BY webhook_id, started_at DESC
 ), wh AS (
     UPDATE relay.webhooks w
-       SET last_triggered_at = l.started_at,
+       SET last_triggered_at = l.finished_at,
            last_triggered_status = l.status_code::text,
-           last_triggered_error = l.error,
+           last_triggered_error = l.ghost_error,
+           last_attempt_error = l.error,
            last_success_at = CASE WHEN l.any_success THEN now() ELSE w.last_success_at END,
            failing_since = CASE WHEN l.any_success THEN NULL
-                                ELSE coalesce(w.failing_since, l.started_at) END
+                                ELSE coalesce(w.failing_since, l.finished_at) END
       FROM last l
      WHERE w.id = l.webhook_id
 )
@@ -176,6 +180,8 @@ func (r *recorder) write(ctx context.Context, batch []*pending) (map[int64]bool,
 	excerpts := make([]*string, n)
 	statuses := make([]string, n)
 	nextAts := make([]*time.Time, n)
+	ghostErrs := make([]*string, n)
+	finalURLs := make([]*string, n)
 	for i, p := range batch {
 		res := p.res
 		ids[i] = res.Delivery.ID
@@ -195,6 +201,14 @@ func (r *recorder) write(ctx context.Context, batch []*pending) (map[int64]bool,
 			excerpts[i] = &x
 		}
 		statuses[i] = res.Status
+		if res.Attempt.GhostError != "" {
+			e := res.Attempt.GhostError
+			ghostErrs[i] = &e
+		}
+		if res.Attempt.FinalURL != "" {
+			u := res.Attempt.FinalURL
+			finalURLs[i] = &u
+		}
 		if res.Status == statusPending {
 			t := res.NextAt
 			nextAts[i] = &t
@@ -203,7 +217,7 @@ func (r *recorder) write(ctx context.Context, batch []*pending) (map[int64]bool,
 	backoff := 50 * time.Millisecond
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		rows, err := r.pool.Query(ctx, recordSQL, ids, tokens, started, durations, codes, errs, excerpts, statuses, nextAts, r.owner)
+		rows, err := r.pool.Query(ctx, recordSQL, ids, tokens, started, durations, codes, errs, excerpts, statuses, nextAts, r.owner, ghostErrs, finalURLs)
 		var recorded map[int64]bool
 		if err == nil {
 			recorded = make(map[int64]bool, n)

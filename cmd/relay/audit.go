@@ -238,11 +238,15 @@ type RedeliverCmd struct {
 	Webhook  string `name:"webhook" help:"Redeliver this webhook's failed deliveries (with --since)."`
 	Since    string `name:"since" help:"With --webhook: deliveries created since (RFC 3339, a date, or 24h, 7d)."`
 	Status   string `name:"status" enum:"failed,cancelled,succeeded,pending" default:"failed" help:"With --webhook: which deliveries (default failed)."`
-	JSON     bool   `name:"json" help:"Print JSON."`
+	// Ghost does not deduplicate Stripe events: re-sending one it processed would
+	// process it twice, so a signed re-send is never the default.
+	StripeSignature bool `name:"stripe-signature" help:"Sign redelivered Stripe events with Stripe-Signature again (to webhooks marked --stripe-signature). Off: they go unsigned, and Ghost refuses them."`
+	JSON            bool `name:"json" help:"Print JSON."`
 }
 
 func (c *RedeliverCmd) Run(ctx context.Context, g *Globals) error {
-	sel := audit.Selection{DeliveryID: c.Delivery, EventID: c.Event, WebhookID: c.Webhook, Status: c.Status}
+	sel := audit.Selection{DeliveryID: c.Delivery, EventID: c.Event, WebhookID: c.Webhook, Status: c.Status,
+		StripeSignature: c.StripeSignature}
 	modes := 0
 	for _, set := range []bool{c.Delivery != 0, c.Event != "", c.Webhook != ""} {
 		if set {

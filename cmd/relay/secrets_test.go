@@ -73,7 +73,7 @@ func TestNoSecretEverReachesTheLogs(t *testing.T) {
 	cli("webhooks", "add", "post.*", ok.URL()+"/ok", "--secret", hookSecret)
 	cli("webhooks", "add", "post.*", failing.URL()+"/fail?token="+urlToken, "--secret", plainSecret)
 	cli("webhooks", "add", "post.*", "http://127.0.0.1:1/closed?token="+urlToken, "--secret", plainSecret)
-	cli("webhooks", "add", "stripe.*", stripeSink.URL()+"/members/webhooks/stripe/")
+	cli("webhooks", "add", "stripe.*", stripeSink.URL()+"/members/webhooks/stripe/", "--stripe-signature")
 	generated := cli("webhooks", "add", "tag.*", ok.URL()+"/gen", "--secret", "generate")
 	_, genSecret, _ := strings.Cut(generated, "secret (shown once): ")
 	genSecret = strings.TrimSpace(genSecret)

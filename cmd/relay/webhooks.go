@@ -24,7 +24,10 @@ type WebhooksAddCmd struct {
 	Name          *string `name:"name" help:"A label."`
 	Secret        *string `name:"secret" help:"Signing secret; 'generate' makes a whsec_ secret and prints it once."`
 	IntegrationID *string `name:"integration-id" help:"Ghost integration id."`
-	JSON          bool    `name:"json" help:"Print JSON."`
+	// Only here, never through the Admin API: the mark decides who receives a signature
+	// Ghost trusts as Stripe's.
+	StripeSignature bool `name:"stripe-signature" help:"Add Stripe-Signature (keyed with WEBHOOK_SECRET) to the Stripe events this webhook gets: for Ghost's /members/webhooks/stripe/. Only for a stripe.* or stripe.<type> webhook."`
+	JSON            bool `name:"json" help:"Print JSON."`
 }
 
 func (c *WebhooksAddCmd) Run(ctx context.Context, g *Globals) error {
@@ -37,7 +40,8 @@ func (c *WebhooksAddCmd) Run(ctx context.Context, g *Globals) error {
 		c.Secret, generated = &s, true
 	}
 	return withStore(ctx, g, func(st webhook.Store) error {
-		w, err := st.Add(ctx, webhook.Input{Event: &c.Event, TargetURL: &c.TargetURL, Name: c.Name, Secret: c.Secret, IntegrationID: c.IntegrationID})
+		w, err := st.Add(ctx, webhook.Input{Event: &c.Event, TargetURL: &c.TargetURL, Name: c.Name, Secret: c.Secret,
+			IntegrationID: c.IntegrationID, StripeSignature: &c.StripeSignature})
 		if err != nil {
 			return err
 		}
@@ -77,7 +81,7 @@ func (c *WebhooksListCmd) Run(ctx context.Context, g *Globals) error {
 			return printJSON(ws)
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tEVENT\tTARGET URL\tSTATUS\tLAST TRIGGERED\tLAST STATUS")
+		fmt.Fprintln(tw, "ID\tEVENT\tTARGET URL\tSTATUS\tSTRIPE SIGNATURE\tLAST TRIGGERED\tLAST STATUS")
 		for _, w := range ws {
 			last, status := "-", "-"
 			if w.LastTriggeredAt != nil {
@@ -88,7 +92,11 @@ func (c *WebhooksListCmd) Run(ctx context.Context, g *Globals) error {
 			} else if w.LastTriggeredError != nil {
 				status = *w.LastTriggeredError
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", w.ID, w.Event, w.TargetURL, w.Status, last, status)
+			stripeSig := "-"
+			if w.StripeSignature {
+				stripeSig = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", w.ID, w.Event, w.TargetURL, w.Status, stripeSig, last, status)
 		}
 		return tw.Flush()
 	})
@@ -101,7 +109,9 @@ type WebhooksEditCmd struct {
 	Name      *string `name:"name" help:"New name."`
 	Secret    *string `name:"secret" help:"New secret ('' removes it, 'generate' makes one)."`
 	Status    *string `name:"status" enum:"active,disabled" help:"active or disabled."`
-	JSON      bool    `name:"json" help:"Print JSON."`
+	// A pointer: unset keeps the mark (unless the event or URL changes, which clears it).
+	StripeSignature *bool `name:"stripe-signature" negatable:"" help:"Mark (--stripe-signature) or unmark (--no-stripe-signature) for Stripe-Signature. Changing --event or --target-url clears the mark unless given again."`
+	JSON            bool  `name:"json" help:"Print JSON."`
 }
 
 func (c *WebhooksEditCmd) Run(ctx context.Context, g *Globals) error {
@@ -114,7 +124,8 @@ func (c *WebhooksEditCmd) Run(ctx context.Context, g *Globals) error {
 		c.Secret, generated = &s, true
 	}
 	return withStore(ctx, g, func(st webhook.Store) error {
-		w, err := st.Edit(ctx, c.ID, webhook.Input{Event: c.Event, TargetURL: c.TargetURL, Name: c.Name, Secret: c.Secret, Status: c.Status})
+		w, err := st.Edit(ctx, c.ID, webhook.Input{Event: c.Event, TargetURL: c.TargetURL, Name: c.Name, Secret: c.Secret,
+			Status: c.Status, StripeSignature: c.StripeSignature})
 		if err != nil {
 			return err
 		}

@@ -22,6 +22,10 @@ type Selection struct {
 	WebhookID string
 	Since     time.Time
 	Status    string
+	// StripeSignature lets the redelivered attempts of Stripe's events carry a fresh
+	// Stripe-Signature (to the webhooks marked for it). Off by default: re-sending a
+	// payment event to Ghost, which does not deduplicate, must be asked for explicitly.
+	StripeSignature bool
 }
 
 // Result tells what a redelivery did, delivery by delivery.
@@ -66,7 +70,7 @@ WITH cand AS (
        FOR UPDATE OF d
 ), upd AS (
     UPDATE relay.deliveries d
-       SET status = 'pending', next_attempt_at = now(),
+       SET status = 'pending', next_attempt_at = now(), sign_stripe = $3,
            lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
       FROM cand c
      WHERE d.id = c.id AND c.webhook_ok AND NOT c.in_flight
@@ -92,13 +96,13 @@ func (s Store) Redeliver(ctx context.Context, sel Selection) (Result, error) {
 	var arg any
 	switch {
 	case sel.DeliveryID != 0 && sel.EventID == "" && sel.WebhookID == "":
-		cond, arg = "d.id = $3", sel.DeliveryID
+		cond, arg = "d.id = $4", sel.DeliveryID
 	case sel.EventID != "" && sel.DeliveryID == 0 && sel.WebhookID == "":
 		id, err := uuid.Parse(sel.EventID)
 		if err != nil {
 			return res, invalid("event", "event id must be a UUID, got %q", clip(sel.EventID))
 		}
-		cond, arg = "d.event_id = $3::uuid", id.String()
+		cond, arg = "d.event_id = $4::uuid", id.String()
 	case sel.WebhookID != "" && sel.DeliveryID == 0 && sel.EventID == "":
 		if sel.Since.IsZero() {
 			return res, invalid("since", "redelivering a webhook's deliveries needs a since time")
@@ -112,12 +116,12 @@ func (s Store) Redeliver(ctx context.Context, sel Selection) (Result, error) {
 		}
 		// Status is checked above, so a literal is safe here; unlike a parameter it lets
 		// the planner use the partial index of failed deliveries.
-		cond = "d.webhook_id = $3 AND d.created_at >= $4 AND d.status = '" + status + "'"
-		return s.redeliver(ctx, res, cond, sel.WebhookID, sel.Since)
+		cond = "d.webhook_id = $4 AND d.created_at >= $5 AND d.status = '" + status + "'"
+		return s.redeliver(ctx, res, cond, sel.StripeSignature, sel.WebhookID, sel.Since)
 	default:
 		return res, invalid("selection", "choose exactly one of a delivery id, an event id, or a webhook id with a since time")
 	}
-	res, err := s.redeliver(ctx, res, cond, arg)
+	res, err := s.redeliver(ctx, res, cond, sel.StripeSignature, arg)
 	if err != nil {
 		return res, err
 	}
@@ -143,7 +147,7 @@ func (s Store) Redeliver(ctx context.Context, sel Selection) (Result, error) {
 	return res, nil
 }
 
-func (s Store) redeliver(ctx context.Context, res Result, cond string, args ...any) (Result, error) {
+func (s Store) redeliver(ctx context.Context, res Result, cond string, signStripe bool, args ...any) (Result, error) {
 	q := fmt.Sprintf(redeliverSQL, cond)
 	var last int64
 	for {
@@ -152,7 +156,7 @@ func (s Store) redeliver(ctx context.Context, res Result, cond string, args ...a
 		n := 0
 		err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 			batch, n = Result{}, 0
-			rows, err := tx.Query(ctx, q, append([]any{last, redeliverBatch}, args...)...)
+			rows, err := tx.Query(ctx, q, append([]any{last, redeliverBatch, signStripe}, args...)...)
 			if err != nil {
 				return err
 			}

@@ -65,7 +65,7 @@ VALUES ($1, $2, $3, $4, to_timestamp($5::bigint), $6::json)
 ON CONFLICT (id) DO NOTHING`
 
 	stripeEmitSQL = `UPDATE relay.stripe_events
-   SET event_id = relay.emit_raw('stripe.' || type, raw)
+   SET event_id = relay.emit_internal('stripe.' || type, raw, 'stripe')
  WHERE id = $1
 RETURNING event_id::text`
 )

@@ -102,11 +102,27 @@ func stripeStartRelay(t testing.TB, db *testutil.DB, secret string) {
 	relaytest.Start(t, db.Pool, cfg)
 }
 
-func stripeAddWebhook(t testing.TB, db *testutil.DB, event, url string) {
+// stripeAddWebhook subscribes url to event, without the Stripe-Signature mark.
+func stripeAddWebhook(t testing.TB, db *testutil.DB, event, url string) relaywebhook.Webhook {
 	t.Helper()
-	if _, err := (relaywebhook.Store{Pool: db.Pool}).Add(context.Background(), relaywebhook.Input{Event: &event, TargetURL: &url}); err != nil {
-		t.Fatalf("add webhook %s %s: %v", event, url, err)
+	return stripeAdd(t, db, relaywebhook.Input{Event: &event, TargetURL: &url})
+}
+
+// stripeAddGhostWebhook subscribes Ghost's Stripe endpoint at url to event, marked to
+// receive Stripe-Signature as an operator does with `relay webhooks add --stripe-signature`.
+func stripeAddGhostWebhook(t testing.TB, db *testutil.DB, event, url string) relaywebhook.Webhook {
+	t.Helper()
+	marked := true
+	return stripeAdd(t, db, relaywebhook.Input{Event: &event, TargetURL: &url, StripeSignature: &marked})
+}
+
+func stripeAdd(t testing.TB, db *testutil.DB, in relaywebhook.Input) relaywebhook.Webhook {
+	t.Helper()
+	w, err := (relaywebhook.Store{Pool: db.Pool}).Add(context.Background(), in)
+	if err != nil {
+		t.Fatalf("add webhook %s %s: %v", *in.Event, *in.TargetURL, err)
 	}
+	return w
 }
 
 type stripeReply struct {
@@ -196,7 +212,7 @@ func TestStripeEventStoredEmittedAndDeliveredOnce(t *testing.T) {
 	db := testutil.NewDB(t)
 	ghost := testutil.NewReceiver(t, nil)
 	other := testutil.NewReceiver(t, nil)
-	stripeAddWebhook(t, db, "stripe.*", ghost.URL()+stripePath)
+	stripeAddGhostWebhook(t, db, "stripe.*", ghost.URL()+stripePath)
 	stripeAddWebhook(t, db, "post.*", other.URL())
 	stripeStartRelay(t, db, stripeTestSecret)
 	srv, logs := stripeEndpoint(t, db, stripeTestSecret)
@@ -265,7 +281,7 @@ func TestStripeEventStoredEmittedAndDeliveredOnce(t *testing.T) {
 func TestStripeRedeliveryIsStoredAndDeliveredOnce(t *testing.T) {
 	db := testutil.NewDB(t)
 	ghost := testutil.NewReceiver(t, nil)
-	stripeAddWebhook(t, db, "stripe.*", ghost.URL()+stripePath)
+	stripeAddGhostWebhook(t, db, "stripe.*", ghost.URL()+stripePath)
 	stripeStartRelay(t, db, stripeTestSecret)
 	srv, _ := stripeEndpoint(t, db, stripeTestSecret)
 
@@ -526,7 +542,7 @@ func TestStripeTypeTooLongForAnEventNameIsStoredNotEmitted(t *testing.T) {
 func TestStripeHundredConcurrentEvents(t *testing.T) {
 	db := testutil.NewDB(t)
 	ghost := testutil.NewReceiver(t, nil)
-	stripeAddWebhook(t, db, "stripe.*", ghost.URL()+stripePath)
+	stripeAddGhostWebhook(t, db, "stripe.*", ghost.URL()+stripePath)
 	stripeStartRelay(t, db, stripeTestSecret)
 	srv, _ := stripeEndpoint(t, db, stripeTestSecret)
 

@@ -91,7 +91,7 @@ type Webhook struct {
 const webhooksSQL = `
 SELECT w.id, w.event, w.target_url, w.status, w.disabled_reason,
        coalesce(d.pending, 0), coalesce(d.failed, 0),
-       w.last_triggered_at, w.last_triggered_status, w.last_triggered_error,
+       w.last_triggered_at, w.last_triggered_status, w.last_attempt_error,
        w.last_success_at, w.failing_since
   FROM relay.webhooks w
   LEFT JOIN (

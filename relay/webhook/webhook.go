@@ -19,15 +19,18 @@ import (
 
 // Webhook is one subscription, with Ghost's columns plus status and disabled_reason.
 type Webhook struct {
-	ID                  string     `json:"id"`
-	Event               string     `json:"event"`
-	TargetURL           string     `json:"target_url"`
-	Name                *string    `json:"name"`
-	Secret              *string    `json:"secret"`
-	APIVersion          string     `json:"api_version"`
-	IntegrationID       *string    `json:"integration_id"`
-	Status              string     `json:"status"`
-	DisabledReason      *string    `json:"disabled_reason"`
+	ID             string  `json:"id"`
+	Event          string  `json:"event"`
+	TargetURL      string  `json:"target_url"`
+	Name           *string `json:"name"`
+	Secret         *string `json:"secret"`
+	APIVersion     string  `json:"api_version"`
+	IntegrationID  *string `json:"integration_id"`
+	Status         string  `json:"status"`
+	DisabledReason *string `json:"disabled_reason"`
+	// StripeSignature marks a webhook (of a stripe.* pattern) that receives Stripe's
+	// signature on events the Stripe endpoint created: Ghost's Stripe endpoint.
+	StripeSignature     bool       `json:"stripe_signature"`
 	LastTriggeredAt     *time.Time `json:"last_triggered_at"`
 	LastTriggeredStatus *string    `json:"last_triggered_status"`
 	LastTriggeredError  *string    `json:"last_triggered_error"`
@@ -73,6 +76,11 @@ type Input struct {
 	IntegrationID *string
 	// Status re-enables ("active") or disables ("disabled") a webhook.
 	Status *string
+	// StripeSignature marks the webhook to receive Stripe-Signature on Stripe's events.
+	// Only operators set it (the CLI); the Admin API never does. Changing a marked
+	// webhook's event or target URL without setting it again clears it, so the mark
+	// never follows a webhook somewhere the operator did not say.
+	StripeSignature *bool
 }
 
 // GenerateSecret makes a Standard Webhooks secret: "whsec_" and 32 random bytes in base64.
@@ -124,12 +132,12 @@ func truncate(s string, n int) string {
 type Store struct{ Pool *pgxpool.Pool }
 
 const columns = `id, event, target_url, name, secret, api_version, integration_id, status,
-	disabled_reason, last_triggered_at, last_triggered_status, last_triggered_error, created_at, updated_at`
+	disabled_reason, stripe_signature, last_triggered_at, last_triggered_status, last_triggered_error, created_at, updated_at`
 
 func scan(row pgx.Row) (Webhook, error) {
 	var w Webhook
 	err := row.Scan(&w.ID, &w.Event, &w.TargetURL, &w.Name, &w.Secret, &w.APIVersion, &w.IntegrationID,
-		&w.Status, &w.DisabledReason, &w.LastTriggeredAt, &w.LastTriggeredStatus, &w.LastTriggeredError,
+		&w.Status, &w.DisabledReason, &w.StripeSignature, &w.LastTriggeredAt, &w.LastTriggeredStatus, &w.LastTriggeredError,
 		&w.CreatedAt, &w.UpdatedAt)
 	return w, err
 }
@@ -149,9 +157,10 @@ func (s Store) Add(ctx context.Context, in Input) (Webhook, error) {
 	if in.APIVersion != nil && *in.APIVersion != "" {
 		apiVersion = *in.APIVersion
 	}
-	row := s.Pool.QueryRow(ctx, `INSERT INTO relay.webhooks (event, target_url, name, secret, api_version, integration_id)
-		VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+columns,
-		*in.Event, *in.TargetURL, in.Name, emptyNil(in.Secret), apiVersion, in.IntegrationID)
+	stripeSig := in.StripeSignature != nil && *in.StripeSignature
+	row := s.Pool.QueryRow(ctx, `INSERT INTO relay.webhooks (event, target_url, name, secret, api_version, integration_id, stripe_signature)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING `+columns,
+		*in.Event, *in.TargetURL, in.Name, emptyNil(in.Secret), apiVersion, in.IntegrationID, stripeSig)
 	w, err := scan(row)
 	if err != nil {
 		return Webhook{}, mapError(err)
@@ -178,9 +187,12 @@ func (s Store) Edit(ctx context.Context, id string, in Input) (Webhook, error) {
 		disabled_reason = CASE WHEN $8::text = 'active' THEN NULL
 		                       WHEN $8::text = 'disabled' AND status = 'active' THEN 'disabled by operator'
 		                       ELSE disabled_reason END,
+		stripe_signature = CASE WHEN $9::boolean IS NOT NULL THEN $9
+		                        WHEN ($2::text IS NOT NULL AND $2 <> event) OR ($3::text IS NOT NULL AND $3 <> target_url) THEN false
+		                        ELSE stripe_signature END,
 		updated_at = now()
 		WHERE id = $1 RETURNING `+columns,
-		id, in.Event, in.TargetURL, in.Name, in.Secret, in.APIVersion, in.IntegrationID, in.Status)
+		id, in.Event, in.TargetURL, in.Name, in.Secret, in.APIVersion, in.IntegrationID, in.Status, in.StripeSignature)
 	w, err := scan(row)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Webhook{}, ErrNotFound
@@ -277,6 +289,9 @@ func mapError(err error) error {
 		case "22023":
 			return &ValidationError{"event", "Validation error, cannot save webhook. " + pgErr.Message + "."}
 		case "23514", "22001":
+			if pgErr.ConstraintName == "webhooks_stripe_signature_pattern" {
+				return &ValidationError{"stripe_signature", "Validation error, cannot save webhook. Only a stripe.* or stripe.<type> webhook can receive Stripe's signature."}
+			}
 			return &ValidationError{"", "Validation error, cannot save webhook. " + pgErr.Message + "."}
 		}
 	}
