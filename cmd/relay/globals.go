@@ -15,7 +15,9 @@ import (
 	"golang.org/x/term"
 
 	"github.com/relayhq/relay/relay/apikey"
+	"github.com/relayhq/relay/relay/ghostsite"
 	"github.com/relayhq/relay/relay/pglocal"
+	"github.com/relayhq/relay/relay/sealbox"
 	"github.com/relayhq/relay/schema"
 )
 
@@ -144,6 +146,24 @@ func (g *Globals) connect(ctx context.Context, log zerolog.Logger, migrate bool)
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
 	return &database{URL: url, Pool: pool, close: func() { pool.Close(); stopServer() }}, nil
+}
+
+// box is the sealer of the configured key-encryption key (nil when none is set).
+func (g *Globals) box() (*sealbox.Box, error) {
+	kek, err := sealbox.ParseKEK(g.KeyEncryptionKey)
+	if err != nil {
+		return nil, fmt.Errorf("RELAY_KEY_ENCRYPTION_KEY (--key-encryption-key): %w", err)
+	}
+	return sealbox.New(kek)
+}
+
+// ghostSites opens the connected Ghost sites with the configured key-encryption key.
+func (g *Globals) ghostSites(db *database) (*ghostsite.Store, error) {
+	box, err := g.box()
+	if err != nil {
+		return nil, err
+	}
+	return &ghostsite.Store{Pool: db.Pool, Box: box}, nil
 }
 
 // keyStore opens the Admin API key store with the configured key-encryption key.

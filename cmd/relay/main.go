@@ -26,6 +26,7 @@ type CLI struct {
 	Emit        EmitCmd        `cmd:"" help:"Emit one event (in its own transaction)."`
 	Webhooks    WebhooksCmd    `cmd:"" help:"Manage webhooks."`
 	Keys        KeysCmd        `cmd:"" help:"Manage Admin API keys (id:secret, as Ghost's)."`
+	Ghost       GhostCmd       `cmd:"" help:"Connect unmodified Ghost sites: their webhooks come to the relay and fan out from it."`
 	Events      EventsCmd      `cmd:"" help:"Audit events."`
 	Deliveries  DeliveriesCmd  `cmd:"" help:"Audit deliveries."`
 	Redeliver   RedeliverCmd   `cmd:"" help:"Deliver again: one delivery, every delivery of an event (--event), or a webhook's failed ones (--webhook --since)."`

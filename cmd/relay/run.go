@@ -13,6 +13,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/relayhq/relay/relay"
+	"github.com/relayhq/relay/relay/ghostsite"
 	"github.com/relayhq/relay/relay/metrics"
 	"github.com/relayhq/relay/relay/netguard"
 	"github.com/relayhq/relay/relay/server"
@@ -125,7 +126,7 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals, kctx *kong.Context) (err e
 		}
 	}()
 
-	cfg.Metrics = metrics.New(metrics.Options{Pool: db.Pool, Version: relay.Version, Log: log})
+	cfg.Metrics = metrics.New(metrics.Options{Pool: db.Pool, Version: relay.Version, Log: log, GhostOutcomes: ghostsite.Reasons})
 	r, err := relay.New(db.Pool, cfg, log)
 	if err != nil {
 		return err
@@ -134,9 +135,13 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals, kctx *kong.Context) (err e
 	if err != nil {
 		return err
 	}
+	sites, err := g.ghostSites(db)
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
 		Handler: server.New(server.Deps{Pool: db.Pool, Relay: r, Log: log, StripeSecret: cfg.StripeSecret, Keys: keys,
-			Metrics: cfg.Metrics.Handler()}),
+			Metrics: cfg.Metrics, GhostSites: sites}),
 		// Bounded in time as well as size (bodies are capped per endpoint): a client
 		// trickling a request cannot hold a connection and goroutine for ever.
 		ReadHeaderTimeout: 10 * time.Second,

@@ -51,6 +51,9 @@ type Options struct {
 	QueryTimeout time.Duration
 	// Log receives scrape errors; the zero value discards them.
 	Log zerolog.Logger
+	// GhostOutcomes are the refusal reasons of the Ghost inbound endpoint, so that each
+	// series exists (at 0) from the start.
+	GhostOutcomes []string
 }
 
 // Metrics holds the relay's collectors. Create it with New.
@@ -61,7 +64,12 @@ type Metrics struct {
 	duration   prometheus.Histogram
 	lag        prometheus.Histogram
 	disabled   map[string]prometheus.Counter
+	ghostIn    *prometheus.CounterVec
 }
+
+// GhostAccepted is the outcome label of relay_ghost_inbound_total for a stored event;
+// every other value is a refusal reason (ghostsite.Reasons).
+const GhostAccepted = "accepted"
 
 // attemptBuckets span a fast local receiver to the longest RELAY_HTTP_TIMEOUT people
 // set in practice; a timed-out attempt lands in the bucket of the timeout.
@@ -112,13 +120,20 @@ func New(o Options) *Metrics {
 	for _, r := range []string{DisabledGone, DisabledFailing} {
 		m.disabled[r] = disabled.WithLabelValues(r)
 	}
+	m.ghostIn = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_ghost_inbound_total",
+		Help: "Webhook requests from connected Ghost sites, by outcome: accepted, or why one was refused (Ghost does not retry a refused request).",
+	}, []string{"outcome"})
+	for _, o := range append([]string{GhostAccepted}, o.GhostOutcomes...) {
+		m.ghostIn.WithLabelValues(o)
+	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "relay_build_info",
 		Help:        "Always 1; the version label is the relay's version.",
 		ConstLabels: prometheus.Labels{"version": o.Version},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.eventsRead, outcomes, m.duration, m.lag, disabled, build,
+	m.reg.MustRegister(m.eventsRead, outcomes, m.duration, m.lag, disabled, m.ghostIn, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if o.Pool != nil {
@@ -189,6 +204,15 @@ func (m *Metrics) WebhookDisabled(reason string, cancelled int64) {
 	if cancelled > 0 {
 		m.outcomes[OutcomeCancelled].Add(float64(cancelled))
 	}
+}
+
+// GhostInbound counts one request of a connected Ghost site: GhostAccepted, or the
+// reason it was refused.
+func (m *Metrics) GhostInbound(outcome string) {
+	if m == nil {
+		return
+	}
+	m.ghostIn.WithLabelValues(outcome).Inc()
 }
 
 // dbCollector reads the database-wide gauges at scrape time, so they are exact

@@ -93,7 +93,7 @@ func TestReadyzIs503WhilePostgresIsDownAnd200WhenBack(t *testing.T) {
 func TestMetricsRouteServesPrometheusText(t *testing.T) {
 	db := testutil.NewDB(t)
 	m := metrics.New(metrics.Options{Pool: db.Pool, QueryTimeout: time.Second})
-	srv := httptest.NewServer(server.New(server.Deps{Pool: db.Pool, Metrics: m.Handler()}))
+	srv := httptest.NewServer(server.New(server.Deps{Pool: db.Pool, Metrics: m}))
 	t.Cleanup(srv.Close)
 
 	text := func() string {

@@ -13,6 +13,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/relayhq/relay/relay/apikey"
+	"github.com/relayhq/relay/relay/ghostsite"
+	"github.com/relayhq/relay/relay/metrics"
 	"github.com/relayhq/relay/schema"
 )
 
@@ -30,8 +32,12 @@ type Deps struct {
 	// Keys verifies the Admin and audit APIs' tokens; nil reads relay.api_keys
 	// without a key-encryption key (keys sealed under one are then refused).
 	Keys *apikey.Store
-	// Metrics serves /metrics (package metrics' Handler); nil leaves the route out.
-	Metrics http.Handler
+	// Metrics serves /metrics and counts what the endpoints do; nil leaves the route
+	// out and counts nothing.
+	Metrics *metrics.Metrics
+	// GhostSites verifies and stores connected Ghost sites' webhooks; nil reads
+	// relay.ghost_sites without a key-encryption key (sealed sites are then refused).
+	GhostSites *ghostsite.Store
 }
 
 // New returns the relay's HTTP handler.
@@ -42,9 +48,10 @@ func New(d Deps) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", d.readyz)
 	if d.Metrics != nil {
-		mux.Handle("GET /metrics", d.Metrics)
+		mux.Handle("GET /metrics", d.Metrics.Handler())
 	}
 	registerStripe(mux, d)
+	registerGhostInbound(mux, d)
 	registerAdmin(mux, d)
 	registerAudit(mux, d)
 	return mux

@@ -19,7 +19,9 @@ ALTER TABLE relay.event_types ADD CONSTRAINT event_types_not_stripe CHECK (name 
 -- The one implementation behind every writer. Internal: relay.emit (for CMS roles) and
 -- the relay's own endpoints call it; PUBLIC may not, so the source is never the
 -- caller's word. data is json, not jsonb: json keeps the caller's text byte for byte.
-CREATE FUNCTION relay.emit_internal(event text, data json, source text) RETURNS uuid
+-- content_version is the Content-Version a Ghost site sent with the event, passed on to
+-- receivers.
+CREATE FUNCTION relay.emit_internal(event text, data json, source text, content_version text DEFAULT NULL) RETURNS uuid
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     id uuid := gen_random_uuid();
@@ -39,13 +41,16 @@ BEGIN
             USING ERRCODE = '54000';
     END IF;
     INSERT INTO relay.outbox ("uuid", payload, metadata, transaction_id, source)
-    VALUES (id::text, data, json_build_object('event', event), pg_current_xact_id(), source);
+    VALUES (id::text, data,
+            CASE WHEN content_version IS NULL THEN json_build_object('event', event)
+                 ELSE json_build_object('event', event, 'content_version', content_version) END,
+            pg_current_xact_id(), source);
     -- Delivered at commit, once per transaction: wakes the relay instead of a poll.
     PERFORM pg_notify('relay_outbox', '');
     RETURN id;
 END
 $fn$;
-REVOKE ALL ON FUNCTION relay.emit_internal(text, json, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION relay.emit_internal(text, json, text, text) FROM PUBLIC;
 
 -- relay.emit(event, data text) keeps the caller's bytes: what the CMS wrote is what
 -- every receiver gets (a receiver may verify a signature over its own serialisation of
