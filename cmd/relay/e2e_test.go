@@ -25,6 +25,7 @@ import (
 	"github.com/relayhq/relay/outbox"
 	"github.com/relayhq/relay/relay/pglocal"
 	"github.com/relayhq/relay/testutil"
+	"github.com/relayhq/relay/testutil/ghost"
 )
 
 var relayBin string
@@ -43,7 +44,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	defer os.RemoveAll(dir)
-	testutil.Main(m)
+	testutil.Main(m, ghost.StopShared)
 }
 
 // syncBuffer collects a process's output for failure messages.
@@ -100,6 +101,12 @@ func startRelay(t *testing.T, dbURL, id string, env ...string) *relayProc {
 		"RELAY_POLL_INTERVAL=250ms",
 	)
 	p.cmd.Env = append(p.cmd.Env, env...)
+	for _, kv := range env {
+		// A test that restarts a relay on the same address says which (the last value wins).
+		if a, ok := strings.CutPrefix(kv, "RELAY_ADDR="); ok {
+			p.addr = a
+		}
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
