@@ -48,6 +48,7 @@ type DeliveriesCmd struct {
 // filterFlags are the filters events list and deliveries list share.
 type filterFlags struct {
 	Event   string `name:"event" help:"Event name, trailing wildcard (post.*) or *."`
+	Source  string `name:"source" help:"Events created by: emit, stripe, ghost (any site) or ghost:<site id>."`
 	Webhook string `name:"webhook" help:"Webhook id."`
 	Status  string `name:"status" enum:",pending,succeeded,failed,cancelled" default:"" help:"Delivery status: pending, succeeded, failed or cancelled."`
 	Since   string `name:"since" help:"From this time: RFC 3339, a date (2024-05-01), or a duration ago (24h, 7d)."`
@@ -58,7 +59,7 @@ type filterFlags struct {
 }
 
 func (f filterFlags) filter() (audit.Filter, error) {
-	af := audit.Filter{Event: f.Event, Webhook: f.Webhook, Status: f.Status, Limit: f.Limit, Cursor: f.Cursor}
+	af := audit.Filter{Event: f.Event, Webhook: f.Webhook, Status: f.Status, Limit: f.Limit, Cursor: f.Cursor, Source: f.Source}
 	now := time.Now()
 	var err error
 	if f.Since != "" {
@@ -95,9 +96,9 @@ func (c *EventsListCmd) Run(ctx context.Context, g *Globals) error {
 			return printJSON(map[string]any{"events": events, "next_cursor": next})
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tEVENT\tCREATED\tDELIVERIES")
+		fmt.Fprintln(tw, "ID\tEVENT\tSOURCE\tCREATED\tDELIVERIES")
 		for _, e := range events {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.ID, e.Event, e.CreatedAt.UTC().Format(time.RFC3339), counts(e.DeliveryCounts))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.ID, e.Event, e.Source, e.CreatedAt.UTC().Format(time.RFC3339), counts(e.DeliveryCounts))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -145,7 +146,7 @@ func (c *EventsShowCmd) Run(ctx context.Context, g *Globals) error {
 		if c.JSON {
 			return printJSON(e)
 		}
-		fmt.Printf("event %s  %s  created %s\n", e.ID, e.Event, e.CreatedAt.UTC().Format(time.RFC3339Nano))
+		fmt.Printf("event %s  %s  from %s  created %s\n", e.ID, e.Event, e.Source, e.CreatedAt.UTC().Format(time.RFC3339Nano))
 		fmt.Printf("data: %s\n", e.Data)
 		if len(e.Deliveries) == 0 {
 			fmt.Println("no deliveries (no webhook matched when it was emitted)")

@@ -165,6 +165,14 @@ func TestUnmodifiedGhostSiteDeliversThroughTheRelayOnceSignedAndByteForByte(t *t
 	if again := ghostConnect(t, db, site, relayURL); len(again.Recreated) != 1 || again.Recreated[0] != "tag.added" || len(again.Created) != 0 {
 		t.Errorf("connect after a deletion in Ghost: %+v, want tag.added re-created", again)
 	}
+	// The source is shown wherever events are.
+	listed := mustCLI(t, db, "events", "list", "--source", "ghost:"+res.Site.ID, "--limit", "1000")
+	if strings.Count(listed, "ghost:"+res.Site.ID) != len(ids) {
+		t.Errorf("events list --source ghost:%s shows %d of %d events:\n%s", res.Site.ID, strings.Count(listed, "ghost:"+res.Site.ID), len(ids), listed)
+	}
+	if shown := mustCLI(t, db, "events", "show", ids[0]); !strings.Contains(shown, "from ghost:"+res.Site.ID) {
+		t.Errorf("events show lacks the source:\n%s", shown)
+	}
 	out := mustCLI(t, db, "ghost", "status")
 	if !strings.Contains(out, res.Site.ID) || !strings.Contains(out, site.URL) {
 		t.Errorf("ghost status:\n%s", out)

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,8 @@ type Event struct {
 	ID        string          `json:"id"`
 	Event     string          `json:"event"`
 	CreatedAt time.Time       `json:"created_at"`
+	// Source is who created the event: "emit", "stripe" or "ghost:<site id>".
+	Source string `json:"source"`
 	Data      json.RawMessage `json:"data,omitempty"` // only from GetEvent: bodies can be 1 MiB each
 	// DeliveryCounts counts the event's deliveries by status (in lists).
 	DeliveryCounts map[string]int `json:"delivery_counts,omitempty"`
@@ -81,6 +84,9 @@ type Filter struct {
 	EventID string
 	// Webhook is a webhook id: deliveries to it, or events with a delivery to it.
 	Webhook string
+	// Source is who created the event: "emit", "stripe", "ghost:<site id>", or "ghost"
+	// for every Ghost site.
+	Source string
 	// Status is a delivery status: deliveries in it, or events with a delivery in it.
 	Status string
 	// Since and Until bound created_at: Since <= created_at < Until.
@@ -123,6 +129,9 @@ func (f *Filter) check() error {
 		}
 		f.EventID = id.String()
 	}
+	if f.Source != "" && !validSource(f.Source) {
+		return invalid("source", "source must be emit, stripe, ghost or ghost:<site id>, got %q", clip(f.Source))
+	}
 	if len(f.Event) > 50 {
 		return invalid("event", "event must be at most 50 characters")
 	}
@@ -131,6 +140,10 @@ func (f *Filter) check() error {
 	}
 	return nil
 }
+
+var sourcePattern = regexp.MustCompile(`^(emit|stripe|ghost(:[0-9a-f]{24})?)$`)
+
+func validSource(s string) bool { return sourcePattern.MatchString(s) }
 
 func validStatus(s string) bool {
 	for _, st := range Statuses {
@@ -220,6 +233,12 @@ func (s Store) ListEvents(ctx context.Context, f Filter) ([]Event, string, error
 	if f.Event != "" {
 		w.eventMatch("e.event", f.Event)
 	}
+	switch {
+	case f.Source == "ghost":
+		w.add("starts_with(e.source, 'ghost:')")
+	case f.Source != "":
+		w.add("e.source = ?", f.Source)
+	}
 	if !f.Since.IsZero() {
 		w.add("e.created_at >= ?", f.Since)
 	}
@@ -243,7 +262,7 @@ func (s Store) ListEvents(ctx context.Context, f Filter) ([]Event, string, error
 		}
 		w.add("(e.transaction_id, e.\"offset\") < (?::xid8, ?::bigint)", tx, off)
 	}
-	q := `SELECT e.id::text, coalesce(e.event, ''), e.created_at, e.transaction_id::text, e."offset",
+	q := `SELECT e.id::text, coalesce(e.event, ''), e.created_at, e.source, e.transaction_id::text, e."offset",
 		(SELECT json_object_agg(s.status, s.n) FROM
 			(SELECT d.status, count(*) AS n FROM relay.deliveries d WHERE d.event_id = e.id GROUP BY d.status) s)
 		FROM relay.events e` + w.sql() + `
@@ -264,7 +283,7 @@ func (s Store) ListEvents(ctx context.Context, f Filter) ([]Event, string, error
 		}
 		var e Event
 		var counts []byte
-		if err := rows.Scan(&e.ID, &e.Event, &e.CreatedAt, &lastTx, &lastOff, &counts); err != nil {
+		if err := rows.Scan(&e.ID, &e.Event, &e.CreatedAt, &e.Source, &lastTx, &lastOff, &counts); err != nil {
 			return nil, "", fmt.Errorf("list events: %w", err)
 		}
 		e.DeliveryCounts = map[string]int{}
@@ -344,6 +363,12 @@ func (s Store) ListDeliveries(ctx context.Context, f Filter) ([]Delivery, string
 	if f.Event != "" {
 		w.eventMatch("(o.metadata ->> 'event')", f.Event)
 	}
+	switch {
+	case f.Source == "ghost":
+		w.add("starts_with(o.source, 'ghost:')")
+	case f.Source != "":
+		w.add("o.source = ?", f.Source)
+	}
 	if f.EventID != "" {
 		w.add("d.event_id = ?::uuid", f.EventID)
 	}
@@ -392,8 +417,8 @@ func (s Store) GetEvent(ctx context.Context, id string) (Event, error) {
 	var e Event
 	var data string
 	// The outbox directly rather than the relay.events view: its uuid index answers.
-	err = s.Pool.QueryRow(ctx, `SELECT "uuid", coalesce(metadata ->> 'event', ''), created_at, payload::text
-		FROM relay.outbox WHERE "uuid"::uuid = $1::uuid`, u.String()).Scan(&e.ID, &e.Event, &e.CreatedAt, &data)
+	err = s.Pool.QueryRow(ctx, `SELECT "uuid", coalesce(metadata ->> 'event', ''), created_at, source, payload::text
+		FROM relay.outbox WHERE "uuid"::uuid = $1::uuid`, u.String()).Scan(&e.ID, &e.Event, &e.CreatedAt, &e.Source, &data)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Event{}, ErrNotFound
 	}

@@ -103,3 +103,36 @@ func TestDocumentedQueriesRun(t *testing.T) {
 		}
 	}
 }
+
+// Events and deliveries can be listed by who created them.
+func TestListFiltersBySource(t *testing.T) {
+	db := testutil.NewDB(t)
+	ctx := context.Background()
+	for _, q := range []string{
+		`SELECT relay.emit('post.added', '{}')`,
+		`SELECT relay.emit_internal('stripe.charge.refunded', '{}', 'stripe')`,
+		`SELECT relay.emit_internal('tag.added', '{}', 'ghost:` + strings.Repeat("a", 24) + `')`,
+		`SELECT relay.emit_internal('tag.added', '{}', 'ghost:` + strings.Repeat("b", 24) + `')`,
+	} {
+		if _, err := db.Pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := audit.Store{Pool: db.Pool}
+	for source, want := range map[string]int{"emit": 1, "stripe": 1, "ghost": 2, "ghost:" + strings.Repeat("a", 24): 1, "": 4} {
+		events, _, err := st.ListEvents(ctx, audit.Filter{Source: source})
+		if err != nil || len(events) != want {
+			t.Errorf("source %q: %d events (%v), want %d", source, len(events), err, want)
+		}
+		for _, e := range events {
+			if source != "" && !strings.HasPrefix(e.Source, source) {
+				t.Errorf("source %q listed an event from %q", source, e.Source)
+			}
+		}
+	}
+	for _, bad := range []string{"evil", "ghost:", "ghost:' OR 1=1 --", "emit,stripe"} {
+		if _, _, err := st.ListEvents(ctx, audit.Filter{Source: bad}); err == nil {
+			t.Errorf("source %q accepted", bad)
+		}
+	}
+}

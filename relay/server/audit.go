@@ -68,7 +68,7 @@ func parseFilter(q url.Values, allowed ...string) (audit.Filter, error) {
 			return f, &audit.InvalidError{Field: k, Message: "unknown query parameter " + strconv.Quote(clip(k, 40))}
 		}
 	}
-	f.Event, f.EventID, f.Webhook, f.Status, f.Cursor = q.Get("event"), q.Get("event_id"), q.Get("webhook"), q.Get("status"), q.Get("cursor")
+	f.Event, f.EventID, f.Webhook, f.Status, f.Cursor, f.Source = q.Get("event"), q.Get("event_id"), q.Get("webhook"), q.Get("status"), q.Get("cursor"), q.Get("source")
 	now := time.Now()
 	for _, p := range []struct {
 		name string
@@ -105,7 +105,7 @@ func meta(next string) pageMeta {
 }
 
 func (d Deps) auditEvents(w http.ResponseWriter, r *http.Request) {
-	f, err := parseFilter(r.URL.Query(), "event", "webhook", "status")
+	f, err := parseFilter(r.URL.Query(), "event", "webhook", "status", "source")
 	if err != nil {
 		d.auditError(w, r, err)
 		return
@@ -131,7 +131,7 @@ func (d Deps) auditEvent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d Deps) auditDeliveries(w http.ResponseWriter, r *http.Request) {
-	f, err := parseFilter(r.URL.Query(), "event", "event_id", "webhook", "status")
+	f, err := parseFilter(r.URL.Query(), "event", "event_id", "webhook", "status", "source")
 	if err != nil {
 		d.auditError(w, r, err)
 		return
