@@ -7,6 +7,8 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,5 +152,38 @@ func TestAdminToken(t *testing.T) {
 	r, err := site.AdminRaw(ctx, "Ghost "+ghost.Token(wrong, "/admin/", time.Now()), http.MethodGet, "/posts/?limit=1", nil)
 	if err != nil || r.Status != http.StatusUnauthorized {
 		t.Errorf("token with a wrong secret: HTTP %d, %v: %s", r.Status, err, r.Body)
+	}
+}
+
+// Test binaries call Install at once: all get the same finished install, and it runs the
+// Node that Ghost 6.65 needs.
+func TestInstallConcurrent(t *testing.T) {
+	homes := make(chan ghost.Home, 4)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			h, err := ghost.Install(context.Background(), nil)
+			homes <- h
+			errs <- err
+		}()
+	}
+	var dir string
+	for range 4 {
+		h, err := <-homes, <-errs
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dir == "" {
+			dir = h.Dir
+		} else if h.Dir != dir {
+			t.Errorf("two installs: %s and %s", dir, h.Dir)
+		}
+		out, err := exec.Command(h.Node(), "--version").Output()
+		if err != nil || strings.TrimSpace(string(out)) != "v"+ghost.NodeVersion {
+			t.Errorf("%s --version: %q, %v", h.Node(), out, err)
+		}
+		if _, err := os.Stat(filepath.Join(h.Ghost(), "package.json")); err != nil {
+			t.Errorf("no Ghost package in %s: %v", h.Ghost(), err)
+		}
 	}
 }
