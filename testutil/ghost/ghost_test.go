@@ -44,6 +44,9 @@ func TestWebhookFromRealGhost(t *testing.T) {
 	if err := signing.VerifyGhost(secret, got.Header.Get("X-Ghost-Signature"), got.Body, 5*time.Minute, time.Now()); err != nil {
 		t.Errorf("X-Ghost-Signature %q does not verify: %v", got.Header.Get("X-Ghost-Signature"), err)
 	}
+	if ua, cv := got.Header.Get("User-Agent"), got.Header.Get("Content-Version"); ua != "Ghost(https://github.com/TryGhost/Ghost)" || cv != "v6.65" {
+		t.Errorf("User-Agent %q, Content-Version %q", ua, cv)
+	}
 	if !bytes.HasPrefix(got.Body, []byte(`{"event":"post.published","post":{"current":`)) {
 		t.Errorf("body starts %.80s", got.Body)
 	}
@@ -185,5 +188,26 @@ func TestInstallConcurrent(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(h.Ghost(), "package.json")); err != nil {
 			t.Errorf("no Ghost package in %s: %v", h.Ghost(), err)
 		}
+	}
+}
+
+// Production mode delivers to a loopback receiver when allowed to, through the other
+// HTTP client Ghost then uses (its User-Agent names the version).
+func TestProductionDelivers(t *testing.T) {
+	site := ghost.Start(t, ghost.Options{Production: true, Env: map[string]string{"security__allowWebhookInternalIPs": "true"}})
+	key := site.Setup(t)
+	rc := testutil.NewReceiver(t, nil)
+	const secret = "harness-prod-secret"
+	site.AddWebhook(t, key, "post.published", rc.URL()+"/prod", secret)
+	post := site.AddPost(t, key, "Production post", "<p>p</p>", "published")
+	got := rc.WaitFor(t, 1, 60*time.Second)[0]
+	if ua := got.Header.Get("User-Agent"); ua != "Ghost/6.65 (https://github.com/TryGhost/Ghost)" {
+		t.Errorf("User-Agent %q", ua)
+	}
+	if err := signing.VerifyGhost(secret, got.Header.Get("X-Ghost-Signature"), got.Body, 5*time.Minute, time.Now()); err != nil {
+		t.Errorf("X-Ghost-Signature does not verify: %v", err)
+	}
+	if !bytes.Contains(got.Body, []byte(`"id":"`+post.ID+`"`)) {
+		t.Errorf("body does not carry post %s: %.200s", post.ID, got.Body)
 	}
 }
