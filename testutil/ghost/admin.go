@@ -289,3 +289,5 @@ func (s *Site) session(ctx context.Context, method, path string, body any, want 
 	}
 	return b, nil
 }
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,6 +43,9 @@ func TestWebhookFromRealGhost(t *testing.T) {
 	}
 	if err := signing.VerifyGhost(secret, got.Header.Get("X-Ghost-Signature"), got.Body, 5*time.Minute, time.Now()); err != nil {
 		t.Errorf("X-Ghost-Signature %q does not verify: %v", got.Header.Get("X-Ghost-Signature"), err)
+	}
+	if ua, cv := got.Header.Get("User-Agent"), got.Header.Get("Content-Version"); ua != "Ghost(https://github.com/TryGhost/Ghost)" || cv != "v6.65" {
+		t.Errorf("User-Agent %q, Content-Version %q", ua, cv)
 	}
 	if !bytes.HasPrefix(got.Body, []byte(`{"event":"post.published","post":{"current":`)) {
 		t.Errorf("body starts %.80s", got.Body)
@@ -150,5 +155,59 @@ func TestAdminToken(t *testing.T) {
 	r, err := site.AdminRaw(ctx, "Ghost "+ghost.Token(wrong, "/admin/", time.Now()), http.MethodGet, "/posts/?limit=1", nil)
 	if err != nil || r.Status != http.StatusUnauthorized {
 		t.Errorf("token with a wrong secret: HTTP %d, %v: %s", r.Status, err, r.Body)
+	}
+}
+
+// Test binaries call Install at once: all get the same finished install, and it runs the
+// Node that Ghost 6.65 needs.
+func TestInstallConcurrent(t *testing.T) {
+	homes := make(chan ghost.Home, 4)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			h, err := ghost.Install(context.Background(), nil)
+			homes <- h
+			errs <- err
+		}()
+	}
+	var dir string
+	for range 4 {
+		h, err := <-homes, <-errs
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dir == "" {
+			dir = h.Dir
+		} else if h.Dir != dir {
+			t.Errorf("two installs: %s and %s", dir, h.Dir)
+		}
+		out, err := exec.Command(h.Node(), "--version").Output()
+		if err != nil || strings.TrimSpace(string(out)) != "v"+ghost.NodeVersion {
+			t.Errorf("%s --version: %q, %v", h.Node(), out, err)
+		}
+		if _, err := os.Stat(filepath.Join(h.Ghost(), "package.json")); err != nil {
+			t.Errorf("no Ghost package in %s: %v", h.Ghost(), err)
+		}
+	}
+}
+
+// Production mode delivers to a loopback receiver when allowed to, through the other
+// HTTP client Ghost then uses (its User-Agent names the version).
+func TestProductionDelivers(t *testing.T) {
+	site := ghost.Start(t, ghost.Options{Production: true, Env: map[string]string{"security__allowWebhookInternalIPs": "true"}})
+	key := site.Setup(t)
+	rc := testutil.NewReceiver(t, nil)
+	const secret = "harness-prod-secret"
+	site.AddWebhook(t, key, "post.published", rc.URL()+"/prod", secret)
+	post := site.AddPost(t, key, "Production post", "<p>p</p>", "published")
+	got := rc.WaitFor(t, 1, 60*time.Second)[0]
+	if ua := got.Header.Get("User-Agent"); ua != "Ghost/6.65 (https://github.com/TryGhost/Ghost)" {
+		t.Errorf("User-Agent %q", ua)
+	}
+	if err := signing.VerifyGhost(secret, got.Header.Get("X-Ghost-Signature"), got.Body, 5*time.Minute, time.Now()); err != nil {
+		t.Errorf("X-Ghost-Signature does not verify: %v", err)
+	}
+	if !bytes.Contains(got.Body, []byte(`"id":"`+post.ID+`"`)) {
+		t.Errorf("body does not carry post %s: %.200s", post.ID, got.Body)
 	}
 }

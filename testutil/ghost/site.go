@@ -34,8 +34,8 @@ type Options struct {
 	// Production runs Ghost with NODE_ENV=production (default: development). Production
 	// refuses webhook targets on private or loopback addresses unless Env sets
 	// security__allowWebhookInternalIPs=true, and refuses to boot with Stripe keys on an
-	// http:// URL. Staff device verification (an emailed code at login) is turned off,
-	// as in development, unless Env sets security__staffDeviceVerification.
+	// http:// URL. (Its staff device verification does not get in the way of Setup: a
+	// fresh login right after setup needs no emailed code; checked on 6.65.)
 	Production bool
 	// Env holds extra Ghost settings as environment variables, "__" separating levels
 	// (security__allowWebhookInternalIPs) or plain names Ghost reads (WEBHOOK_SECRET).
@@ -189,10 +189,8 @@ func (s *Site) env() []string {
 		"mail__transport":                "stub",
 		"logging__transports":            `["stdout"]`,
 		"logging__level":                 "info",
-		// Production would email a code at every new login; the stub mailer sends nothing.
-		"security__staffDeviceVerification": "false",
-		"PATH":                              filepath.Join(s.home.NodeDir(), "bin") + string(os.PathListSeparator) + "/usr/local/bin:/usr/bin:/bin",
-		"HOME":                              os.Getenv("HOME"),
+		"PATH":                           filepath.Join(s.home.NodeDir(), "bin") + string(os.PathListSeparator) + "/usr/local/bin:/usr/bin:/bin",
+		"HOME":                           os.Getenv("HOME"),
 	}
 	if tmp := os.Getenv("TMPDIR"); tmp != "" {
 		settings["TMPDIR"] = tmp
