@@ -136,6 +136,18 @@ func (r runAs) chownTree(dir string) error {
 	return nil
 }
 
+// owner is a uid:gid to hand a file to.
+type owner struct{ uid, gid int }
+
+// chownTo is who files the server must read are handed to, or nil when the server runs
+// as we do.
+func (r runAs) chownTo() *owner {
+	if r.cred == nil {
+		return nil
+	}
+	return &owner{int(r.cred.Uid), int(r.cred.Gid)}
+}
+
 // chownFile gives a file we (root) wrote inside the data dir to the server user.
 func (r runAs) chownFile(path string) error {
 	if r.cred == nil {
