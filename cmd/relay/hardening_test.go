@@ -1,0 +1,153 @@
+package main_test
+
+// Tests of the relay process against hostile peers (issue 11): a receiver that answers
+// with endless headers, clients that hold idle connections.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/relayhq/relay/testutil"
+)
+
+// hugeHeaderReceiver accepts connections and answers every request with a status line
+// followed by header lines that never end, as fast as the relay reads them.
+type hugeHeaderReceiver struct {
+	ln       net.Listener
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	accepted int
+}
+
+func newHugeHeaderReceiver(t *testing.T) *hugeHeaderReceiver {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hugeHeaderReceiver{ln: ln, conns: map[net.Conn]struct{}{}}
+	h.wg.Add(1)
+	go h.serve()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		h.mu.Lock()
+		for c := range h.conns {
+			_ = c.Close()
+		}
+		h.mu.Unlock()
+		h.wg.Wait()
+	})
+	return h
+}
+
+func (h *hugeHeaderReceiver) URL() string { return "http://" + h.ln.Addr().String() }
+
+func (h *hugeHeaderReceiver) serve() {
+	defer h.wg.Done()
+	for {
+		c, err := h.ln.Accept()
+		if err != nil {
+			return
+		}
+		h.mu.Lock()
+		h.conns[c] = struct{}{}
+		h.accepted++
+		h.mu.Unlock()
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			defer func() {
+				h.mu.Lock()
+				delete(h.conns, c)
+				h.mu.Unlock()
+				_ = c.Close()
+			}()
+			// Wait for the request's headers, then never stop answering.
+			br := bufio.NewReader(c)
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if line == "\r\n" {
+					break
+				}
+			}
+			w := bufio.NewWriterSize(c, 64<<10)
+			_, _ = w.WriteString("HTTP/1.1 200 OK\r\n")
+			pad := strings.Repeat("a", 4000)
+			for i := 0; ; i++ {
+				if _, err := fmt.Fprintf(w, "X-Pad-%d: %s\r\n", i, pad); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// procStatusKiB reads a field such as VmHWM from /proc/PID/status, in KiB.
+func procStatusKiB(t *testing.T, pid int, field string) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			if err != nil {
+				t.Fatalf("/proc/%d/status %s: %v", pid, field, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("/proc/%d/status has no %s", pid, field)
+	return 0
+}
+
+// TestEndlessResponseHeadersDoNotGrowTheRelay: eight webhooks at a receiver whose
+// response headers never end. Each attempt fails with a recorded error naming the header
+// limit, and the relay's peak RSS stays bounded (Go's default limit of 10 MiB per
+// response let 64 attempts in flight take it to hundreds of MiB).
+func TestEndlessResponseHeadersDoNotGrowTheRelay(t *testing.T) {
+	db := testutil.NewDB(t)
+	hostile := newHugeHeaderReceiver(t)
+	for i := range 8 {
+		addWebhook(t, db.Pool, "post.published", fmt.Sprintf("%s/hook%d", hostile.URL(), i))
+	}
+	p := startRelay(t, db.URL, "huge-headers", "RELAY_RETRY_SCHEDULE=100ms,100ms,100ms,100ms")
+	base := procStatusKiB(t, p.cmd.Process.Pid, "VmHWM")
+	emitAll(context.Background(), t, db.Pool, 64, 64, 1, 0)
+
+	// Every delivery used up its schedule: 64 events x 8 webhooks x 5 attempts.
+	testutil.Eventually(t, 120*time.Second, func() bool {
+		var failed int
+		return db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM relay.deliveries WHERE status = 'failed'`).Scan(&failed) == nil && failed == 64*8
+	}, "deliveries did not all fail")
+	peak := procStatusKiB(t, p.cmd.Process.Pid, "VmHWM")
+	var attempts int
+	var lastError string
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*), max(error) FROM relay.delivery_attempts
+		WHERE status_code IS NULL`).Scan(&attempts, &lastError); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("relay VmHWM %d KiB at start, %d KiB after %d attempts against endless headers; error %q", base, peak, attempts, lastError)
+	if attempts != 64*8*5 {
+		t.Errorf("%d failed attempts without a status code, want %d", attempts, 64*8*5)
+	}
+	if !strings.Contains(lastError, "response headers") {
+		t.Errorf("attempt error %q does not say the response headers were too large", lastError)
+	}
+	if peak > 100<<10 {
+		t.Errorf("relay peak RSS %d MiB, want at most 100 MiB", peak>>10)
+	}
+}
