@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -149,5 +150,29 @@ func TestEndlessResponseHeadersDoNotGrowTheRelay(t *testing.T) {
 	}
 	if peak > 100<<10 {
 		t.Errorf("relay peak RSS %d MiB, want at most 100 MiB", peak>>10)
+	}
+}
+
+// TestSymlinkedDataDirStopsTheRelay: RELAY_DATA_DIR planted as a symlink (by another user
+// in a shared directory, say) stops every command with one line saying why.
+func TestSymlinkedDataDirStopsTheRelay(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "elsewhere")
+	if err := os.Mkdir(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, ".relay")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"migrate"}, {"webhooks", "list"}} {
+		code, _, stderr := runRelay(t, []string{"RELAY_DATA_DIR=" + link, "RELAY_LOG_LEVEL=error"}, args...)
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if code != 1 || len(lines) != 1 || !strings.Contains(stderr, link+" is a symbolic link") {
+			t.Errorf("relay %v with a symlinked RELAY_DATA_DIR: exit %d, stderr:\n%s\nwant exit 1 and one line naming the symlink", args, code, stderr)
+		}
+	}
+	if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("the symlink's target was changed: %v %v", fi.Mode(), err)
 	}
 }

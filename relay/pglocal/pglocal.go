@@ -292,19 +292,44 @@ var ErrDatabaseExists = errors.New("database already exists")
 
 // prepareDir creates the data directory and hands it to the server user. Its parents
 // are created world-searchable so the server user can reach it.
+//
+// Run as root, the relay must not be steered by other users: a data directory that is a
+// symlink, or that someone else owns, is refused (a planted cluster would be started as
+// the server user; a planted symlink would have us chmod and chown its target). Checking
+// the directory alone is not enough, since whoever can write its parent can swap it
+// between our check and our use, so every ancestor must be writable only by root or us
+// (or be sticky, like /tmp, where others cannot move what is ours). The directory is then
+// opened without following symlinks and changed through that descriptor.
 func (s *Server) prepareDir() error {
-	if err := os.MkdirAll(filepath.Dir(s.dataDir), 0o755); err != nil {
+	parent := filepath.Dir(s.dataDir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("create parent of data dir: %w", err)
+	}
+	if err := checkAncestors(parent); err != nil {
+		return err
 	}
 	if err := os.Mkdir(s.dataDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	fi, err := os.Stat(s.dataDir)
+	if fi, err := os.Lstat(s.dataDir); err != nil {
+		return fmt.Errorf("stat data dir: %w", err)
+	} else if fi.Mode()&os.ModeSymlink != 0 {
+		return fmt.Errorf("data dir %s is a symbolic link: refusing to follow it (give the directory itself)", s.dataDir)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("data dir %s is not a directory", s.dataDir)
+	}
+	dir, err := os.OpenFile(s.dataDir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("open data dir: %w", err)
+	}
+	defer func() { _ = dir.Close() }()
+	fi, err := dir.Stat()
 	if err != nil {
 		return fmt.Errorf("stat data dir: %w", err)
 	}
-	if !fi.IsDir() {
-		return fmt.Errorf("data dir %s is not a directory", s.dataDir)
+	if uid, ok := ownerUID(fi); ok && uid != os.Geteuid() && (s.as.cred == nil || uid != int(s.as.cred.Uid)) {
+		return fmt.Errorf("data dir %s is owned by uid %d, neither us (uid %d) nor the server user: refusing to use it "+
+			"(remove it, or choose another RELAY_DATA_DIR)", s.dataDir, uid, os.Geteuid())
 	}
 	if err := s.as.checkTraverse(s.dataDir); err != nil {
 		return err
@@ -315,9 +340,65 @@ func (s *Server) prepareDir() error {
 	// 0700, not the 0750 PostgreSQL would accept: the directory holds the Unix socket,
 	// which only the owner may reach.
 	if p := fi.Mode().Perm(); p != 0o700 {
-		if err := os.Chmod(s.dataDir, 0o700); err != nil {
+		if err := dir.Chmod(0o700); err != nil {
 			return fmt.Errorf("chmod data dir: %w", err)
 		}
+	}
+	return nil
+}
+
+func ownerUID(fi os.FileInfo) (int, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int(st.Uid), true
+}
+
+// checkAncestors fails when a directory on the way to dir, as written or with symlinks
+// resolved, belongs to another user than root or us, or is writable by others without
+// being sticky; group write is accepted for group root and our own group.
+func checkAncestors(dir string) error {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", dir, err)
+	}
+	for _, start := range []string{dir, real} {
+		for p := start; ; p = filepath.Dir(p) {
+			fi, err := os.Lstat(p)
+			if err != nil {
+				return fmt.Errorf("stat %s: %w", p, err)
+			}
+			if fi.IsDir() {
+				if err := checkAncestor(p, fi); err != nil {
+					return err
+				}
+			}
+			if p == filepath.Dir(p) {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func checkAncestor(p string, fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	mode := fi.Mode()
+	if int(st.Uid) != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s, on the way to the data dir, is owned by uid %d: that user could swap the data dir; "+
+			"choose a RELAY_DATA_DIR whose parents only root or you (uid %d) own", p, st.Uid, os.Geteuid())
+	}
+	if mode&os.ModeSticky != 0 {
+		return nil
+	}
+	groupOK := st.Gid == 0 || int(st.Gid) == os.Getegid()
+	if mode.Perm()&0o002 != 0 || (mode.Perm()&0o020 != 0 && !groupOK) {
+		return fmt.Errorf("%s, on the way to the data dir, is writable by other users (mode %v) and not sticky: "+
+			"they could swap the data dir; choose a RELAY_DATA_DIR whose parents only root or you can write", p, mode.Perm())
 	}
 	return nil
 }
