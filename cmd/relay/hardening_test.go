@@ -261,3 +261,85 @@ func TestIdleConnectionsAreCappedAndClosed(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, sampled(func() bool { return closedByServer.Load() == clients }),
 		"idle connections were not closed by the server")
 }
+
+// TestListingsMaskCredentialsInTargetURLs: a target URL's password and token-like query
+// values show masked in `webhooks list`, `status`, `deliveries list`, `events show` and
+// the audit API; the Ghost-compatible Admin API returns the URL as set, as Ghost does.
+func TestListingsMaskCredentialsInTargetURLs(t *testing.T) {
+	db := testutil.NewDB(t)
+	failing := testutil.NewReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) { w.WriteHeader(http.StatusBadGateway) })
+	secrets := []string{"hunter2SECRET", "TOKENSECRET", "APIKEYSECRET"}
+	target := strings.Replace(failing.URL(), "http://", "http://operator:"+secrets[0]+"@", 1) +
+		"/hook?token=" + secrets[1] + "&page=2&api_key=" + secrets[2]
+	hook := addWebhook(t, db.Pool, "post.published", target)
+	p := startRelay(t, db.URL, "mask")
+	env := []string{"DATABASE_URL=" + db.URL, "RELAY_LOG_LEVEL=warn"}
+	code, eventID, stderr := runRelay(t, env, "emit", "post.published", "--data", `{"post":{"current":{},"previous":{}}}`)
+	if code != 0 {
+		t.Fatalf("emit: %d %s", code, stderr)
+	}
+	eventID = strings.TrimSpace(eventID)
+	failing.WaitFor(t, 1, 15*time.Second)
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		var n int
+		return db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM relay.delivery_attempts`).Scan(&n) == nil && n > 0
+	}, "no attempt recorded")
+
+	check := func(surface, out string) {
+		t.Helper()
+		for _, s := range secrets {
+			if strings.Contains(out, s) {
+				t.Errorf("%s shows %s:\n%s", surface, s, out)
+			}
+		}
+		if surface == "relay deliveries list" {
+			return // its table has no URL column
+		}
+		if !strings.Contains(out, "operator:xxxxx@") || !strings.Contains(out, "token=xxxxx") || !strings.Contains(out, "page=2") {
+			t.Errorf("%s does not show the masked URL:\n%s", surface, out)
+		}
+	}
+	for _, args := range [][]string{
+		{"webhooks", "list"}, {"webhooks", "list", "--json"},
+		{"status"}, {"status", "--json"},
+		{"deliveries", "list"}, {"deliveries", "list", "--json"},
+		{"events", "show", eventID}, {"events", "show", eventID, "--json"},
+	} {
+		code, out, stderr := runRelay(t, env, args...)
+		if code != 0 {
+			t.Fatalf("relay %v: exit %d %s", args, code, stderr)
+		}
+		check("relay "+strings.Join(args, " "), out)
+	}
+
+	code, key, stderr := runRelay(t, env, "keys", "create", "--name", "mask")
+	if code != 0 {
+		t.Fatalf("keys create: %d %s", code, stderr)
+	}
+	get := func(path string) string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+p.addr+path, nil)
+		req.Header.Set("Authorization", "Ghost "+ghostToken(t, key))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	var deliveryID int64
+	if err := db.Pool.QueryRow(context.Background(), `SELECT id FROM relay.deliveries WHERE webhook_id = $1`, hook).Scan(&deliveryID); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/relay/v1/deliveries", fmt.Sprintf("/relay/v1/deliveries/%d", deliveryID), "/relay/v1/events/" + eventID} {
+		check("GET "+path, get(path))
+	}
+	// Ghost's Admin API gives the caller back what it set.
+	if out := get("/ghost/api/admin/webhooks/"); !strings.Contains(out, secrets[0]) || !strings.Contains(out, secrets[1]) {
+		t.Errorf("the Admin API does not return the target URL as set:\n%s", out)
+	}
+}
