@@ -26,7 +26,7 @@ type RunCmd struct {
 	Addr               string `name:"addr" env:"RELAY_ADDR" default:":8080" help:"HTTP listen address (health, metrics, Admin API, Stripe endpoint)."`
 	HTTPTimeout        string `name:"http-timeout" env:"RELAY_HTTP_TIMEOUT" default:"10s" help:"Timeout of each delivery attempt."`
 	RetrySchedule      string `name:"retry-schedule" env:"RELAY_RETRY_SCHEDULE" default:"5s,5m,30m,2h,5h,10h,10h" help:"Waits between attempts (±20% jitter); then the delivery fails."`
-	AllowedTargets     string `name:"allowed-targets" env:"RELAY_ALLOWED_TARGETS" default:"" help:"Comma-separated CIDRs or hosts that may be delivered to although private or loopback."`
+	AllowedTargets     string `name:"allowed-targets" env:"RELAY_ALLOWED_TARGETS" default:"" help:"Comma-separated destinations that may be delivered to although private or loopback: host:port, ip:port, [ipv6]:port, cidr:port (without :port, every port of the host)."`
 	Retention          string `name:"retention" env:"RELAY_RETENTION" default:"720h" help:"Prune finished events, deliveries and attempts older than this (0 keeps all)."`
 	DisableAfter       string `name:"disable-after" env:"RELAY_DISABLE_AFTER" default:"120h" help:"Disable a webhook failing without a single 2xx for this long (0 never)."`
 	WebhookSecret      string `name:"webhook-secret" env:"WEBHOOK_SECRET" default:"" help:"Stripe endpoint secret (whsec_...): verifies incoming Stripe events, signs stripe.* deliveries."`
