@@ -32,6 +32,12 @@ func (s *Server) secretPath(role string) string {
 	return filepath.Join(s.dataDir, role+".password")
 }
 
+// isOwnSecret tells the data directory's files that stay the starting process's own
+// (root's, when the server runs as another user): the passwords and database.url.
+func isOwnSecret(name string) bool {
+	return strings.HasSuffix(name, ".password") || name == URLFile
+}
+
 // newPassword is 256 random bits in hex: nothing in it needs quoting anywhere.
 func newPassword() string {
 	b := make([]byte, 32)
@@ -177,10 +183,21 @@ func (s *Server) urlForRunning() string {
 // password included. The password is made once and kept in <role>.password (0600, ours
 // alone); the URL is also written to database.url so that people can
 // `psql "$(cat database.url)"`. Objects a superuser created in dbname (a database made
-// by an older relay that connected as the superuser) are handed to role.
+// by an older relay that connected as the superuser) are handed to role. Processes that
+// call it at once on one cluster (relays and CLI commands starting together) take turns.
 func (s *Server) OwnerURL(ctx context.Context, role, dbname string) (string, error) {
 	if role == "" || role == Superuser || dbname == "" {
 		return "", fmt.Errorf("pglocal: OwnerURL(%q, %q): need a role other than the superuser and a database", role, dbname)
+	}
+	admin, err := pgx.Connect(ctx, s.URL("postgres"))
+	if err != nil {
+		return "", fmt.Errorf("pglocal: connect as superuser: %w", err)
+	}
+	defer func() { _ = admin.Close(context.Background()) }()
+	// Held until admin closes: the password file, the role and the database are read
+	// and made by one caller at a time.
+	if _, err := admin.Exec(ctx, `SELECT pg_advisory_lock($1)`, ownerLockID); err != nil {
+		return "", fmt.Errorf("pglocal: take the owner setup lock: %w", err)
 	}
 	pw, err := readSecret(s.secretPath(role))
 	fresh := errors.Is(err, os.ErrNotExist)
@@ -190,7 +207,7 @@ func (s *Server) OwnerURL(ctx context.Context, role, dbname string) (string, err
 	if fresh {
 		pw = newPassword()
 	}
-	if err := s.ensureRole(ctx, role, pw, fresh); err != nil {
+	if err := ensureRole(ctx, admin, role, pw, fresh); err != nil {
 		return "", fmt.Errorf("pglocal: role %s: %w", role, err)
 	}
 	if fresh {
@@ -198,7 +215,7 @@ func (s *Server) OwnerURL(ctx context.Context, role, dbname string) (string, err
 			return "", fmt.Errorf("pglocal: %w", err)
 		}
 	}
-	if err := s.ensureOwnedDatabase(ctx, role, dbname); err != nil {
+	if err := s.ensureOwnedDatabase(ctx, admin, role, dbname); err != nil {
 		return "", fmt.Errorf("pglocal: database %s: %w", dbname, err)
 	}
 	u := s.urlFor(url.UserPassword(role, pw), dbname)
@@ -208,16 +225,14 @@ func (s *Server) OwnerURL(ctx context.Context, role, dbname string) (string, err
 	return u, nil
 }
 
+// ownerLockID is the advisory lock that serialises OwnerURL ("pgowner").
+const ownerLockID int64 = 0x70676f776e6572
+
 // roleAttrs are the attributes the owner role is held to on every call, so that a role
 // someone widened is narrowed again.
 const roleAttrs = " WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
 
-func (s *Server) ensureRole(ctx context.Context, role, pw string, setPassword bool) error {
-	conn, err := pgx.Connect(ctx, s.URL("postgres"))
-	if err != nil {
-		return fmt.Errorf("connect as superuser: %w", err)
-	}
-	defer func() { _ = conn.Close(context.Background()) }()
+func ensureRole(ctx context.Context, conn *pgx.Conn, role, pw string, setPassword bool) error {
 	var exists bool
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, role).Scan(&exists); err != nil {
 		return err
@@ -266,16 +281,16 @@ SELECT format('ALTER TYPE %s OWNER TO %I', t.oid::regtype, $1)
  WHERE t.typowner <> (SELECT oid FROM r) AND t.typtype IN ('c', 'd', 'e', 'r')
    AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')`
 
-func (s *Server) ensureOwnedDatabase(ctx context.Context, role, dbname string) error {
-	err := s.CreateDatabase(ctx, dbname, "")
-	if err != nil && !errors.Is(err, ErrDatabaseExists) {
+func (s *Server) ensureOwnedDatabase(ctx context.Context, admin *pgx.Conn, role, dbname string) error {
+	var exists bool
+	if err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, dbname).Scan(&exists); err != nil {
 		return err
 	}
-	admin, err := pgx.Connect(ctx, s.URL("postgres"))
-	if err != nil {
-		return fmt.Errorf("connect as superuser: %w", err)
+	if !exists {
+		if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{dbname}.Sanitize()+" OWNER "+pgx.Identifier{role}.Sanitize()); err != nil {
+			return err
+		}
 	}
-	defer func() { _ = admin.Close(context.Background()) }()
 	if _, err := admin.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{dbname}.Sanitize()+" OWNER TO "+pgx.Identifier{role}.Sanitize()); err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -196,6 +197,47 @@ func TestSymlinksPlantedInTheDataDirAreNotFollowed(t *testing.T) {
 	for _, name := range []string{"relay.conf", "relay.port", "pg_hba.conf"} {
 		if m := modeOf(t, filepath.Join(dataDir, name)); !m.IsRegular() {
 			t.Errorf("%s is %v after the start, want a regular file", name, m)
+		}
+	}
+}
+
+// TestRootKeepsItsPasswordFilesWhenTheDirIsHandedOver: a data directory found with the
+// wrong owner is handed to the server user again, all but the password files.
+func TestRootKeepsItsPasswordFilesWhenTheDirIsHandedOver(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root hands the data directory to another user")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dataDir := filepath.Join(tempDir(t), "data")
+	srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: dataDir, Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.OwnerURL(ctx, "relay", "relay"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dataDir, 0, 0); err != nil { // say, restored from a backup as root
+		t.Fatal(err)
+	}
+	srv, err = pglocal.Start(ctx, pglocal.Options{DataDir: dataDir, Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = srv.Stop(context.Background()) }()
+	if _, err := srv.OwnerURL(ctx, "relay", "relay"); err != nil {
+		t.Fatalf("OwnerURL after the data dir was handed over again: %v", err)
+	}
+	for _, name := range []string{"postgres.password", "relay.password", "database.url"} {
+		fi, err := os.Stat(filepath.Join(dataDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s is uid %d mode %v, want root's, 0600", name, st.Uid, fi.Mode().Perm())
 		}
 	}
 }

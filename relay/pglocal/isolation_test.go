@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -378,4 +379,36 @@ func pidFilePort(t *testing.T, dataDir string) int {
 		t.Fatal(err)
 	}
 	return port
+}
+
+// TestOwnerURLConcurrently: relays and CLI commands starting together on a new data
+// directory each ask for the owner's URL; every URL they get must work.
+func TestOwnerURLConcurrently(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(tempDir(t), "data"), Fast: true, Stdout: os.Stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
+	urls := make([]string, 6)
+	errs := make([]error, len(urls))
+	var wg sync.WaitGroup
+	for i := range urls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			urls[i], errs[i] = srv.OwnerURL(ctx, "relay", "relay")
+		}()
+	}
+	wg.Wait()
+	for i, u := range urls {
+		if errs[i] != nil {
+			t.Errorf("OwnerURL #%d: %v", i, errs[i])
+			continue
+		}
+		if got := queryInt(t, ctx, u, "select 1"); got != 1 {
+			t.Errorf("URL #%d does not work", i)
+		}
+	}
 }

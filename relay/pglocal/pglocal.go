@@ -334,7 +334,7 @@ func (s *Server) prepareDir() error {
 	if err := s.as.checkTraverse(s.dataDir); err != nil {
 		return err
 	}
-	if err := s.as.chownTree(s.dataDir); err != nil {
+	if err := s.as.chownTree(s.dataDir, isOwnSecret); err != nil {
 		return err
 	}
 	// 0700, not the 0750 PostgreSQL would accept: the directory holds the Unix socket,

@@ -111,9 +111,10 @@ func (r runAs) canSearch(fi fs.FileInfo) bool {
 	return perm&0o001 != 0
 }
 
-// chownTree hands dir to the server user. It walks the tree only when the top directory
-// has the wrong owner, so restarting a large existing cluster stays cheap.
-func (r runAs) chownTree(dir string) error {
+// chownTree hands dir to the server user, except the entries directly in dir that keep
+// says stay ours. It walks the tree only when the top directory has the wrong owner, so
+// restarting a large existing cluster stays cheap.
+func (r runAs) chownTree(dir string, keep func(name string) bool) error {
 	if r.cred == nil {
 		return nil
 	}
@@ -127,6 +128,9 @@ func (r runAs) chownTree(dir string) error {
 	err = filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if filepath.Dir(p) == dir && keep(filepath.Base(p)) {
+			return nil
 		}
 		return os.Lchown(p, int(r.cred.Uid), int(r.cred.Gid))
 	})
