@@ -31,6 +31,11 @@ const excerptLimit = 1024
 // connection can be reused; a larger body costs a new connection, not a hang.
 const drainLimit = 64 << 10
 
+// responseHeaderLimit caps what a receiver's response headers (status line, 1xx
+// responses and trailers included) may take; Go's default is 10 MiB, which a hostile
+// receiver can make every attempt in flight read. Real receivers send well under 4 KiB.
+const responseHeaderLimit = 32 << 10
+
 // attemptResult is what one HTTP attempt produced, before it is recorded.
 type attemptResult struct {
 	Started    time.Time
@@ -77,6 +82,15 @@ func newHTTPClient(cfg Config) *http.Client {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   cfg.HTTPTimeout,
 		ResponseHeaderTimeout: cfg.HTTPTimeout,
+		// The same cap applies to HTTP/2 (as SETTINGS_MAX_HEADER_LIST_SIZE).
+		MaxResponseHeaderBytes: responseHeaderLimit,
+		// HTTP/2 flow control decides how much body a receiver may push before we read
+		// it; Go's client defaults (4 MiB a stream, 1 GiB a connection) would let it
+		// park megabytes per attempt in our memory. We read at most drainLimit.
+		HTTP2: &http.HTTP2Config{
+			MaxReceiveBufferPerStream:     drainLimit,
+			MaxReceiveBufferPerConnection: 1 << 20,
+		},
 	}
 	return &http.Client{
 		Transport: transport,

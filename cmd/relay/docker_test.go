@@ -287,12 +287,6 @@ func TestDockerCompose(t *testing.T) {
 	if _, err := cli.Globals.logger(os.Stderr); err != nil {
 		t.Errorf("relay environment: %v", err)
 	}
-	allowed, err := netguard.ParseAllowlist(rl.Environment["RELAY_ALLOWED_TARGETS"])
-	if err != nil {
-		t.Errorf("RELAY_ALLOWED_TARGETS: %v", err)
-	} else if !slices.Contains(strings.Split(allowed.String(), ","), "receiver") {
-		t.Errorf("RELAY_ALLOWED_TARGETS %q does not allow the receiver service by name", rl.Environment["RELAY_ALLOWED_TARGETS"])
-	}
 	_, relayPort, err := splitHostPort(cli.Run.Addr)
 	if err != nil {
 		t.Fatalf("relay RELAY_ADDR: %v", err)
@@ -316,6 +310,14 @@ func TestDockerCompose(t *testing.T) {
 	_, recvPort, err := splitHostPort(rcli.Receive.Addr)
 	if err != nil {
 		t.Fatalf("receiver --addr: %v", err)
+	}
+	// The receiver by name and on its port alone, not every port of the host.
+	allowed, err := netguard.ParseAllowlist(rl.Environment["RELAY_ALLOWED_TARGETS"])
+	if err != nil {
+		t.Errorf("RELAY_ALLOWED_TARGETS: %v", err)
+	} else if !slices.Equal(strings.Split(allowed.String(), ","), []string{"receiver:" + recvPort}) {
+		t.Errorf("RELAY_ALLOWED_TARGETS %q, want exactly the receiver service by name and port (receiver:%s)",
+			rl.Environment["RELAY_ALLOWED_TARGETS"], recvPort)
 	}
 	if !slices.Contains(rc.Expose, recvPort) {
 		t.Errorf("receiver exposes %v, not its listening port %s", rc.Expose, recvPort)

@@ -528,6 +528,29 @@ func TestRunWithoutDatabaseURLUsesAPrivatePostgres(t *testing.T) {
 	if got[0].Header.Get("webhook-id") != id {
 		t.Fatalf("delivered webhook-id %q, want %q", got[0].Header.Get("webhook-id"), id)
 	}
+	// The private PostgreSQL gives out the relay role's URL in a file of ours alone; that
+	// role is no superuser (the README's `psql "$(cat .relay/database.url)"`).
+	urlFile := filepath.Join(dataDir, "database.url")
+	if fi, err := os.Stat(urlFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s: %v, mode %v; want mode 0600", urlFile, err, fi.Mode())
+	}
+	dbURL, err := os.ReadFile(urlFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(context.Background(), strings.TrimSpace(string(dbURL)))
+	if err != nil {
+		t.Fatalf("connect with %s: %v", urlFile, err)
+	}
+	var user string
+	var super bool
+	if err := conn.QueryRow(context.Background(), `SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&user, &super); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Close(context.Background())
+	if user != "relay" || super {
+		t.Errorf("database.url connects as %s (superuser %v), want the non-superuser relay", user, super)
+	}
 	// The CLI attached to the running server and left it running.
 	if code, err := readyz(p.addr); err != nil || code != http.StatusOK {
 		t.Fatalf("relay not ready after CLI commands: %d %v", code, err)

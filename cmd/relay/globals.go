@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -108,12 +107,15 @@ func (g *Globals) connect(ctx context.Context, log zerolog.Logger, migrate bool)
 				log.Warn().Err(err).Msg("stopping private PostgreSQL")
 			}
 		}
-		if err := srv.CreateDatabase(ctx, "relay", ""); err != nil && !errors.Is(err, pglocal.ErrDatabaseExists) {
+		// The relay's own role owns database and schema "relay"; the superuser is only
+		// for making it.
+		url, err = srv.OwnerURL(ctx, "relay", "relay")
+		if err != nil {
 			stopServer()
 			return nil, err
 		}
-		url = srv.URL("relay")
-		log.Info().Int("port", srv.Port()).Str("database_url", url).Bool("attached", srv.Attached()).
+		log.Info().Int("port", srv.Port()).Str("database_url", redactDatabaseURL(url)).
+			Str("database_url_file", filepath.Join(dir, pglocal.URLFile)).Bool("attached", srv.Attached()).
 			Msg("private PostgreSQL is running")
 	}
 	if migrate {

@@ -68,6 +68,10 @@ func TestInvalidConfigurationStopsStartupWithOneLineNamingTheVariable(t *testing
 		{"RELAY_WORKERS", "0"},
 		{"RELAY_WEBHOOK_CONCURRENCY", "many"},
 		{"RELAY_POLL_INTERVAL", "0"},
+		{"RELAY_MAX_CONNECTIONS", "0"},
+		{"RELAY_MAX_CONNECTIONS", "lots"},
+		{"RELAY_IDLE_TIMEOUT", "soon"},
+		{"RELAY_IDLE_TIMEOUT", "0s"},
 		{"RELAY_LOG_LEVEL", "loud"},
 		{"RELAY_LOG_FORMAT", "xml"},
 		{"RELAY_ADDR", "nowhere:99999"},
@@ -142,7 +146,7 @@ func TestRunHelpListsEveryVariableWithItsFlagAndDefault(t *testing.T) {
 	want := []string{"DATABASE_URL", "WEBHOOK_SECRET", "RELAY_DATA_DIR", "RELAY_ADDR", "RELAY_LOG_FORMAT",
 		"RELAY_LOG_LEVEL", "RELAY_HTTP_TIMEOUT", "RELAY_RETRY_SCHEDULE", "RELAY_ALLOWED_TARGETS",
 		"RELAY_RETENTION", "RELAY_DISABLE_AFTER", "RELAY_WORKERS", "RELAY_WEBHOOK_CONCURRENCY",
-		"RELAY_POLL_INTERVAL", "RELAY_INSTANCE_ID"}
+		"RELAY_POLL_INTERVAL", "RELAY_INSTANCE_ID", "RELAY_MAX_CONNECTIONS", "RELAY_IDLE_TIMEOUT"}
 	// And anything the code reads with os.Getenv, so that a variable added that way
 	// (without a flag) fails here. Test helpers' own variables are not the relay's.
 	for _, v := range getenvNames(t) {
@@ -161,6 +165,7 @@ func TestRunHelpListsEveryVariableWithItsFlagAndDefault(t *testing.T) {
 		"RELAY_DISABLE_AFTER": `--disable-after="120h"`, "RELAY_WORKERS": `--workers="64"`,
 		"RELAY_WEBHOOK_CONCURRENCY": `--webhook-concurrency="8"`, "RELAY_POLL_INTERVAL": `--poll-interval="1s"`,
 		"RELAY_LOG_LEVEL": `--log-level="info"`, "RELAY_DATA_DIR": `--data-dir="./.relay"`,
+		"RELAY_MAX_CONNECTIONS": `--max-connections="256"`, "RELAY_IDLE_TIMEOUT": `--idle-timeout="30s"`,
 	} {
 		if flags[v] != fd {
 			t.Errorf("$%s: help shows %q, want the documented default %s", v, flags[v], fd)
@@ -239,14 +244,17 @@ func withMessage(lines []map[string]any, msg string) []map[string]any {
 // healthcheck`, a verified delivery at `relay receive`, and "relay stopped".
 func TestOperatorSeesStartMetricsStatusAndStop(t *testing.T) {
 	db := testutil.NewDB(t)
-	// Test clusters trust local connections, so a password in the URL is accepted and
-	// ignored: exactly what is needed to check it never reaches the log.
-	const dbPassword = "pw-that-must-not-be-logged"
+	// The test cluster's URL carries its password (a TEST_DATABASE_URL may not: then a
+	// made-up one, which a server that trusts ignores), which must never reach the log.
 	u, err := url.Parse(db.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.User = url.UserPassword(u.User.Username(), dbPassword)
+	dbPassword, ok := u.User.Password()
+	if !ok || dbPassword == "" {
+		dbPassword = "pw-that-must-not-be-logged"
+		u.User = url.UserPassword(u.User.Username(), dbPassword)
+	}
 	stripeSecret := "whsec_c3RyaXBlIHNlY3JldCB0aGF0IG11c3Qgbm90IGJlIGxvZ2dlZA=="
 
 	// The sample receiver, verifying with the webhook's secret.

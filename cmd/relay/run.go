@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"golang.org/x/net/netutil"
 
 	"github.com/relayhq/relay/relay"
 	"github.com/relayhq/relay/relay/ghostsite"
@@ -26,7 +27,7 @@ type RunCmd struct {
 	Addr               string `name:"addr" env:"RELAY_ADDR" default:":8080" help:"HTTP listen address (health, metrics, Admin API, Stripe endpoint)."`
 	HTTPTimeout        string `name:"http-timeout" env:"RELAY_HTTP_TIMEOUT" default:"10s" help:"Timeout of each delivery attempt."`
 	RetrySchedule      string `name:"retry-schedule" env:"RELAY_RETRY_SCHEDULE" default:"5s,5m,30m,2h,5h,10h,10h" help:"Waits between attempts (±20% jitter); then the delivery fails."`
-	AllowedTargets     string `name:"allowed-targets" env:"RELAY_ALLOWED_TARGETS" default:"" help:"Comma-separated CIDRs or hosts that may be delivered to although private or loopback."`
+	AllowedTargets     string `name:"allowed-targets" env:"RELAY_ALLOWED_TARGETS" default:"" help:"Comma-separated destinations that may be delivered to although private or loopback: host:port, ip:port, [ipv6]:port, cidr:port (without :port, every port of the host)."`
 	Retention          string `name:"retention" env:"RELAY_RETENTION" default:"720h" help:"Prune finished events, deliveries and attempts older than this (0 keeps all)."`
 	DisableAfter       string `name:"disable-after" env:"RELAY_DISABLE_AFTER" default:"120h" help:"Disable a webhook failing without a single 2xx for this long (0 never)."`
 	WebhookSecret      string `name:"webhook-secret" env:"WEBHOOK_SECRET" default:"" help:"Stripe endpoint secret (whsec_...): verifies incoming Stripe events, signs stripe.* deliveries."`
@@ -34,6 +35,26 @@ type RunCmd struct {
 	WebhookConcurrency string `name:"webhook-concurrency" env:"RELAY_WEBHOOK_CONCURRENCY" default:"8" help:"Requests in flight to one webhook from this relay process."`
 	PollInterval       string `name:"poll-interval" env:"RELAY_POLL_INTERVAL" default:"1s" help:"Fallback poll interval when no notification arrives."`
 	InstanceID         string `name:"instance-id" env:"RELAY_INSTANCE_ID" default:"" help:"Name of this relay in logs and leases (default: host-pid-random)."`
+	MaxConnections     string `name:"max-connections" env:"RELAY_MAX_CONNECTIONS" default:"256" help:"Connections the HTTP server on RELAY_ADDR holds at once; more wait to be accepted."`
+	IdleTimeout        string `name:"idle-timeout" env:"RELAY_IDLE_TIMEOUT" default:"30s" help:"How long the HTTP server on RELAY_ADDR keeps an idle keep-alive connection."`
+}
+
+// serverLimits are the bounds of the relay's own HTTP server.
+type serverLimits struct {
+	maxConns    int
+	idleTimeout time.Duration
+}
+
+func (c *RunCmd) serverLimits() (serverLimits, error) {
+	var l serverLimits
+	var err error
+	if l.maxConns, err = integer("RELAY_MAX_CONNECTIONS", "--max-connections", c.MaxConnections, 1, 1<<20); err != nil {
+		return l, err
+	}
+	if l.idleTimeout, err = duration("RELAY_IDLE_TIMEOUT", "--idle-timeout", c.IdleTimeout, 100*time.Millisecond, time.Hour); err != nil {
+		return l, err
+	}
+	return l, nil
 }
 
 // config turns the flags into a validated relay.Config.
@@ -100,6 +121,10 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals, kctx *kong.Context) (err e
 	if err != nil {
 		return err
 	}
+	limits, err := c.serverLimits()
+	if err != nil {
+		return err
+	}
 	// Listen before connecting: a bad or busy RELAY_ADDR stops startup at once, with
 	// one line, rather than after a migration. Until Serve, connections wait in the
 	// backlog, and /readyz says 503 until the pipeline runs.
@@ -107,6 +132,10 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals, kctx *kong.Context) (err e
 	if err != nil {
 		return fmt.Errorf("RELAY_ADDR (--addr) %s: %w", c.Addr, err)
 	}
+	// Each connection costs a descriptor and a goroutine: past the cap, clients wait in
+	// the kernel's backlog until one closes, rather than exhausting the descriptors the
+	// database pool and the deliveries need.
+	ln = netutil.LimitListener(ln, limits.maxConns)
 	defer ln.Close()
 	db, err := g.connect(ctx, log, true)
 	if err != nil {
@@ -147,7 +176,8 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals, kctx *kong.Context) (err e
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		// Idle keep-alive connections count against the cap; let them go soon.
+		IdleTimeout: limits.idleTimeout,
 	}
 	srvErr := make(chan error, 1)
 	go func() {

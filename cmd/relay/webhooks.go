@@ -53,7 +53,7 @@ func (c *WebhooksAddCmd) Run(ctx context.Context, g *Globals) error {
 		if c.JSON {
 			return printJSON(shown)
 		}
-		fmt.Printf("added webhook %s: %s -> %s\n", w.ID, w.Event, w.TargetURL)
+		fmt.Printf("added webhook %s: %s -> %s\n", w.ID, w.Event, webhook.MaskURL(w.TargetURL))
 		if generated {
 			fmt.Printf("secret (shown once): %s\n", *w.Secret)
 		}
@@ -136,7 +136,7 @@ func (c *WebhooksEditCmd) Run(ctx context.Context, g *Globals) error {
 		if c.JSON {
 			return printJSON(shown)
 		}
-		fmt.Printf("updated webhook %s: %s -> %s (%s)\n", w.ID, w.Event, w.TargetURL, w.Status)
+		fmt.Printf("updated webhook %s: %s -> %s (%s)\n", w.ID, w.Event, webhook.MaskURL(w.TargetURL), w.Status)
 		if generated {
 			fmt.Printf("secret (shown once): %s\n", *w.Secret)
 		}

@@ -22,6 +22,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayhq/relay/relay/webhook"
 )
 
 // Limits of one page.
@@ -53,7 +55,8 @@ type Delivery struct {
 	EventID   string `json:"event_id"`
 	Event     string `json:"event"`
 	WebhookID string `json:"webhook_id"`
-	// TargetURL is the webhook's current URL; nil once the webhook is deleted.
+	// TargetURL is the webhook's current URL, masked by webhook.MaskURL (a password
+	// or token in it is not shown); nil once the webhook is deleted.
 	TargetURL      *string    `json:"target_url"`
 	Status         string     `json:"status"`
 	Attempts       int        `json:"attempts"`
@@ -351,6 +354,10 @@ func scanDelivery(row pgx.Row) (Delivery, error) {
 	var d Delivery
 	err := row.Scan(&d.ID, &d.EventID, &d.Event, &d.WebhookID, &d.TargetURL, &d.Status, &d.Attempts,
 		&d.NextAttemptAt, &d.LastStatusCode, &d.LastError, &d.CreatedAt, &d.DeliveredAt)
+	if d.TargetURL != nil {
+		m := webhook.MaskURL(*d.TargetURL)
+		d.TargetURL = &m
+	}
 	return d, err
 }
 

@@ -93,7 +93,7 @@ func (p *Policy) DialContext(d *net.Dialer) func(ctx context.Context, network, a
 				// vouch for.
 				return fmt.Errorf("netguard: parsing resolved address %q: %w", address, ErrBlocked)
 			}
-			if err := p.Check(host, ap.Addr()); err != nil {
+			if err := p.CheckAddrPort(host, ap); err != nil {
 				return err
 			}
 			if next != nil {
@@ -109,7 +109,8 @@ func (p *Policy) DialContext(d *net.Dialer) func(ctx context.Context, network, a
 }
 
 // Check decides whether connecting to ip, reached by asking for host (a
-// hostname or IP literal, without port; may be empty), is allowed. It returns
+// hostname or IP literal, without port; may be empty), is allowed when the
+// port is not known: only allowlist entries without a port apply. It returns
 // nil if allowed, otherwise an error wrapping ErrBlocked. A nil Policy allows
 // nothing extra.
 //
@@ -118,6 +119,17 @@ func (p *Policy) DialContext(d *net.Dialer) func(ctx context.Context, network, a
 // allowed hostname, or if it is in none of the blocked classes. Addresses
 // that embed an IPv4 address (NAT64, 6to4) are judged by that IPv4 address.
 func (p *Policy) Check(host string, ip netip.Addr) error {
+	return p.check(host, ip, anyPort)
+}
+
+// CheckAddrPort is Check for a connection to a known port: entries with a
+// port (such as "127.0.0.1:9000") allow that port alone, entries without one
+// every port. The dial function uses it.
+func (p *Policy) CheckAddrPort(host string, ap netip.AddrPort) error {
+	return p.check(host, ap.Addr(), ap.Port())
+}
+
+func (p *Policy) check(host string, ip netip.Addr, port uint16) error {
 	host = normalizeHost(host)
 	if !ip.IsValid() {
 		return &BlockedError{Host: host, Addr: ip, Reason: "invalid address"}
@@ -125,7 +137,7 @@ func (p *Policy) Check(host string, ip netip.Addr) error {
 	// Zones only qualify link-local addresses and would stop prefix matching.
 	ip = ip.WithZone("").Unmap()
 
-	if p.allows(host, ip) {
+	if p.allows(host, ip, port) {
 		return nil
 	}
 	if reason := blockedReason(ip); reason != "" {
@@ -165,8 +177,9 @@ var blockedRanges = func() []blockedRange {
 			out = append(out, blockedRange{p, reason})
 		}
 	}
-	// AWS/GCP/Azure/OCI, AWS over IPv6, Alibaba.
-	add("cloud metadata", "169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32")
+	// AWS/GCP/Azure/OCI, AWS over IPv6, Alibaba, and Azure's host endpoint
+	// (WireServer: VM agent and extension configuration, public address space).
+	add("cloud metadata", "169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32", "168.63.129.16/32")
 	add("broadcast", "255.255.255.255/32")
 	add("unspecified", "0.0.0.0/8", "::/128")
 	add("loopback", "127.0.0.0/8", "::1/128")

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -140,6 +141,8 @@ func TestCheckBlockedClasses(t *testing.T) {
 		reason string // substring of the BlockedError reason; "" = allowed
 	}{
 		{"127.0.0.1", "loopback"},
+		{"168.63.129.16", "cloud metadata"}, // Azure's host endpoint (WireServer)
+		{"::ffff:168.63.129.16", "cloud metadata"},
 		{"127.255.255.254", "loopback"},
 		{"::1", "loopback"},
 		{"10.1.2.3", "private"},
@@ -324,6 +327,48 @@ func TestAllowlistLetsThroughExactlyWhatItNames(t *testing.T) {
 		}
 	})
 
+	t.Run("ports", func(t *testing.T) {
+		// Two servers on one host: an entry with a port opens exactly that port.
+		other := newCountingServer(t, "tcp4", "127.0.0.1:0")
+		r := fakeResolver(t, netip.MustParseAddr("127.0.0.1"))
+		for _, entry := range []string{"127.0.0.1:" + srv.port, "127.0.0.0/8:" + srv.port, "receiver.internal:" + srv.port, "*.example.internal:" + srv.port} {
+			p, err := netguard.ParseAllowlist(entry)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := guardedClient(p, &net.Dialer{Resolver: r, Timeout: 2 * time.Second})
+			host := "127.0.0.1"
+			switch {
+			case strings.HasPrefix(entry, "receiver"):
+				host = "receiver.internal"
+			case strings.HasPrefix(entry, "*"):
+				host = "a.example.internal"
+			}
+			before := srv.hits.Load()
+			if err := get(c, "http://"+host+":"+srv.port+"/"); err != nil || srv.hits.Load() != before+1 {
+				t.Errorf("%s: GET %s:%s = %v, want it allowed and served", entry, host, srv.port, err)
+			}
+			if err := get(c, "http://"+host+":"+other.port+"/"); !errors.Is(err, netguard.ErrBlocked) {
+				t.Errorf("%s: GET %s:%s (another port) = %v, want ErrBlocked", entry, host, other.port, err)
+			}
+			if other.hits.Load() != 0 {
+				t.Errorf("%s: the server on another port was reached", entry)
+			}
+		}
+		// Check without a port knows no port, so only port-less entries apply.
+		p, err := netguard.ParseAllowlist("127.0.0.1:" + srv.port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Check("", netip.MustParseAddr("127.0.0.1")); !errors.Is(err, netguard.ErrBlocked) {
+			t.Errorf("Check without a port = %v, want ErrBlocked", err)
+		}
+		port, _ := strconv.Atoi(srv.port)
+		if err := p.CheckAddrPort("", netip.AddrPortFrom(netip.MustParseAddr("::ffff:127.0.0.1"), uint16(port))); err != nil {
+			t.Errorf("CheckAddrPort of the mapped form on the allowed port = %v", err)
+		}
+	})
+
 	t.Run("ipv6 loopback server still blocked", func(t *testing.T) {
 		srv6 := newCountingServer(t, "tcp6", "[::1]:0")
 		p, err := netguard.ParseAllowlist("127.0.0.1/32")
@@ -422,6 +467,14 @@ func TestParseAllowlist(t *testing.T) {
 		{"b.internal,a.internal", "a.internal,b.internal"},
 		{"*.Example.Internal", "*.example.internal"},
 		{"my_service", "my_service"},
+		{"127.0.0.1:9000", "127.0.0.1/32:9000"},
+		{"10.1.2.3/8:443", "10.0.0.0/8:443"},
+		{"[::1]:8080", "[::1/128]:8080"},
+		{"[fd00::/8]:443", "[fd00::/8]:443"},
+		{"[::ffff:10.0.0.1]:80", "10.0.0.1/32:80"},
+		{"Receiver.Internal.:8080", "receiver.internal:8080"},
+		{"*.example.internal:8443", "*.example.internal:8443"},
+		{"receiver:9000, receiver, 127.0.0.1", "127.0.0.1/32,receiver,receiver:9000"},
 	}
 	for _, tt := range valid {
 		p, err := netguard.ParseAllowlist(tt.in)
@@ -435,7 +488,9 @@ func TestParseAllowlist(t *testing.T) {
 	}
 
 	invalid := []string{
-		"10.0.0.0/33", "10.0.0.0/", "/8", "fe80::1%eth0", "receiver.internal:8080",
+		"10.0.0.0/33", "10.0.0.0/", "/8", "fe80::1%eth0", "receiver.internal:0", "receiver.internal:65536",
+		"receiver.internal:", "receiver.internal:http", "receiver.internal:+80", "receiver.internal:080",
+		"127.0.0.1:80:81", "[::1]", "[::1]:", "[10.0.0.1]:80", "[fe80::1%eth0]:80", "::1:80x",
 		"http://receiver.internal", "*", "*.", "a.*.b", "**.x", "bad host", "-a.internal",
 		"127.1", "2130706433", "0177.0.0.1", "0x7f.0.0.1", "a..b", "héllo.internal",
 		strings.Repeat("a", 64) + ".internal",
@@ -456,7 +511,9 @@ func FuzzParseAllowlist(f *testing.F) {
 	for _, s := range []string{
 		"", "127.0.0.0/8,::1/128", "10.0.0.1, receiver.internal", "*.example.internal",
 		"::ffff:10.0.0.0/104", "fe80::1%eth0", "127.1", "0x7f.1", "a..b", "*.", ",,,",
-		"1.2.3.4/0", "::/0", "A.B.C.",
+		"1.2.3.4/0", "::/0", "A.B.C.", "127.0.0.1:9000", "10.0.0.0/8:443", "[::1]:8080",
+		"[fd00::/8]:443", "[::ffff:10.0.0.1]:80", "receiver:9000,receiver", "*.example.internal:8443",
+		"[10.0.0.1]:80", "x:080", "[::1]",
 	} {
 		f.Add(s)
 	}
@@ -489,6 +546,7 @@ func FuzzCheck(f *testing.F) {
 	f.Add("", "", "2002:a00:1::")
 	f.Add("", "[::1]", "fe80::1%lo")
 	f.Add("::/0", "", "::1")
+	f.Add("127.0.0.1:9000", "", "127.0.0.1")
 	f.Add("", "", "not an ip")
 	f.Fuzz(func(t *testing.T, allow, host, ipStr string) {
 		p, err := netguard.ParseAllowlist(allow)

@@ -4,17 +4,54 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
 // Policy lists destinations an operator explicitly allowed despite being in
 // a blocked class (typically a receiver on localhost or a private network).
-// The zero value and a nil *Policy allow nothing extra. A Policy is
-// immutable after ParseAllowlist and safe for concurrent use.
+// Each entry opens every port of its addresses or names, or one port. The
+// zero value and a nil *Policy allow nothing extra. A Policy is immutable
+// after ParseAllowlist and safe for concurrent use.
 type Policy struct {
-	prefixes []netip.Prefix
-	hosts    map[string]struct{} // exact names, lower-case, no trailing dot
-	suffixes []string            // from "*.example.internal": ".example.internal"
+	prefixes []prefixRule
+	hosts    map[hostRule]struct{} // exact names, lower-case, no trailing dot
+	suffixes []suffixRule          // from "*.example.internal": ".example.internal"
+}
+
+// anyPort in a rule means every port.
+const anyPort = 0
+
+type prefixRule struct {
+	prefix netip.Prefix
+	port   uint16
+}
+
+type hostRule struct {
+	name string
+	port uint16
+}
+
+type suffixRule struct {
+	suffix string
+	port   uint16
+}
+
+func (r prefixRule) String() string {
+	if r.port == anyPort {
+		return r.prefix.String()
+	}
+	if r.prefix.Addr().Is6() {
+		return "[" + r.prefix.String() + "]:" + strconv.Itoa(int(r.port))
+	}
+	return r.prefix.String() + ":" + strconv.Itoa(int(r.port))
+}
+
+func withPort(name string, port uint16) string {
+	if port == anyPort {
+		return name
+	}
+	return name + ":" + strconv.Itoa(int(port))
 }
 
 // ParseAllowlist parses a comma-separated allowlist, as found in
@@ -25,7 +62,14 @@ type Policy struct {
 //   - a hostname, matched exactly and case-insensitively against the host
 //     in the webhook URL: "receiver.internal";
 //   - a wildcard "*.example.internal", matching any name below
-//     example.internal (but not example.internal itself).
+//     example.internal (but not example.internal itself);
+//   - any of these with a port, which opens that port alone:
+//     "127.0.0.1:9000", "10.0.0.0/8:443", "receiver.internal:8080",
+//     "*.example.internal:8443", and for IPv6 in brackets, "[::1]:9000",
+//     "[fd12::/64]:443".
+//
+// Prefer the forms with a port: "127.0.0.1" would open every port of the
+// host, including the relay's own and PostgreSQL's.
 //
 // Whitespace around entries and empty entries are ignored, so an empty
 // string yields a Policy that allows nothing extra. Errors name the entry.
@@ -33,7 +77,7 @@ type Policy struct {
 // A hostname entry trusts whatever that name resolves to, including after a
 // DNS change; prefer CIDRs when the receiver's address is stable.
 func ParseAllowlist(s string) (*Policy, error) {
-	p := &Policy{hosts: map[string]struct{}{}}
+	p := &Policy{hosts: map[hostRule]struct{}{}}
 	for _, raw := range strings.Split(s, ",") {
 		entry := strings.TrimSpace(raw)
 		if entry == "" {
@@ -46,30 +90,77 @@ func ParseAllowlist(s string) (*Policy, error) {
 	return p, nil
 }
 
+// splitPort separates "x:port" and "[x]:port". A bare IPv6 address or CIDR
+// (several colons, no brackets) has no port. ok reports whether a port was
+// given.
+func splitPort(entry string) (rest string, port uint16, bracketed bool, err error) {
+	if strings.HasPrefix(entry, "[") {
+		end := strings.Index(entry, "]")
+		if end < 0 {
+			return "", 0, false, fmt.Errorf("missing ']'")
+		}
+		after := entry[end+1:]
+		if after == "" {
+			return "", 0, false, fmt.Errorf("brackets are only for an IPv6 address with a port: write [addr]:port, or the address alone")
+		}
+		if !strings.HasPrefix(after, ":") {
+			return "", 0, false, fmt.Errorf("unexpected %q after ']'", after)
+		}
+		port, err := parsePort(after[1:])
+		return entry[1:end], port, true, err
+	}
+	if strings.Count(entry, ":") != 1 {
+		return entry, anyPort, false, nil
+	}
+	host, ps, _ := strings.Cut(entry, ":")
+	port, err = parsePort(ps)
+	return host, port, false, err
+}
+
+// parsePort accepts 1-65535 in plain decimal, so that the canonical form
+// (String) reads back the same.
+func parsePort(s string) (uint16, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || n == 0 || strconv.FormatUint(n, 10) != s {
+		return 0, fmt.Errorf("invalid port %q (1-65535)", s)
+	}
+	return uint16(n), nil
+}
+
 func (p *Policy) add(entry string) error {
+	entry, port, bracketed, err := splitPort(entry)
+	if err != nil {
+		return err
+	}
+	if bracketed {
+		// Brackets hold an IPv6 address or CIDR (which may be IPv4-mapped).
+		if strings.Contains(entry, ".") && !strings.Contains(entry, ":") {
+			return fmt.Errorf("brackets are only for IPv6; write an IPv4 address or CIDR as addr:port")
+		}
+	}
 	if strings.Contains(entry, "/") {
 		prefix, err := netip.ParsePrefix(entry)
 		if err != nil {
 			return fmt.Errorf("invalid CIDR: %w", err)
 		}
-		p.prefixes = append(p.prefixes, canonicalPrefix(prefix))
+		p.prefixes = append(p.prefixes, prefixRule{canonicalPrefix(prefix), port})
 		return nil
 	}
-	if strings.Contains(entry, ":") {
-		// Only IPv6 literals contain a colon; a "host:port" entry would
-		// otherwise silently become a hostname that never matches.
+	if strings.Contains(entry, ":") || bracketed {
+		// Only IPv6 literals contain a colon here; anything else would
+		// silently become a hostname that never matches.
 		addr, err := netip.ParseAddr(entry)
 		if err != nil {
-			return fmt.Errorf("invalid IPv6 address (ports and URLs are not allowed; give a host, IP or CIDR): %w", err)
+			return fmt.Errorf("invalid IPv6 address (URLs are not allowed; give a host, IP or CIDR, optionally with :port, IPv6 as [addr]:port): %w", err)
 		}
 		if addr.Zone() != "" {
 			return fmt.Errorf("IPv6 zones are not supported")
 		}
-		p.prefixes = append(p.prefixes, canonicalPrefix(netip.PrefixFrom(addr, addr.BitLen())))
+		p.prefixes = append(p.prefixes, prefixRule{canonicalPrefix(netip.PrefixFrom(addr, addr.BitLen())), port})
 		return nil
 	}
 	if addr, err := netip.ParseAddr(entry); err == nil {
-		p.prefixes = append(p.prefixes, canonicalPrefix(netip.PrefixFrom(addr, addr.BitLen())))
+		p.prefixes = append(p.prefixes, prefixRule{canonicalPrefix(netip.PrefixFrom(addr, addr.BitLen())), port})
 		return nil
 	}
 
@@ -82,9 +173,9 @@ func (p *Policy) add(entry string) error {
 		return err
 	}
 	if wildcard {
-		p.suffixes = append(p.suffixes, "."+name)
+		p.suffixes = append(p.suffixes, suffixRule{"." + name, port})
 	} else {
-		p.hosts[name] = struct{}{}
+		p.hosts[hostRule{name, port}] = struct{}{}
 	}
 	return nil
 }
@@ -153,26 +244,33 @@ func isNumericLabel(l string) bool {
 	return true
 }
 
-// allows reports whether the policy explicitly allows ip or host. ip must be
-// unmapped and zone-less; host normalized.
-func (p *Policy) allows(host string, ip netip.Addr) bool {
+// allows reports whether the policy explicitly allows ip or host on port
+// (anyPort when the port is not known: then only entries without a port
+// apply). ip must be unmapped and zone-less; host normalized.
+func (p *Policy) allows(host string, ip netip.Addr, port uint16) bool {
 	if p == nil {
 		return false
 	}
-	for _, prefix := range p.prefixes {
-		if prefix.Contains(ip) {
+	portOK := func(rule uint16) bool { return rule == anyPort || (port != anyPort && rule == port) }
+	for _, r := range p.prefixes {
+		if portOK(r.port) && r.prefix.Contains(ip) {
 			return true
 		}
 	}
 	if host == "" {
 		return false
 	}
-	if _, ok := p.hosts[host]; ok {
+	if _, ok := p.hosts[hostRule{host, anyPort}]; ok {
 		return true
 	}
-	for _, suffix := range p.suffixes {
+	if port != anyPort {
+		if _, ok := p.hosts[hostRule{host, port}]; ok {
+			return true
+		}
+	}
+	for _, r := range p.suffixes {
 		// len check: "*.example.internal" must not match ".example.internal".
-		if len(host) > len(suffix) && strings.HasSuffix(host, suffix) {
+		if portOK(r.port) && len(host) > len(r.suffix) && strings.HasSuffix(host, r.suffix) {
 			return true
 		}
 	}
@@ -186,14 +284,14 @@ func (p *Policy) String() string {
 		return ""
 	}
 	var parts []string
-	for _, prefix := range p.prefixes {
-		parts = append(parts, prefix.String())
+	for _, r := range p.prefixes {
+		parts = append(parts, r.String())
 	}
-	for host := range p.hosts {
-		parts = append(parts, host)
+	for h := range p.hosts {
+		parts = append(parts, withPort(h.name, h.port))
 	}
-	for _, suffix := range p.suffixes {
-		parts = append(parts, "*"+suffix)
+	for _, r := range p.suffixes {
+		parts = append(parts, withPort("*"+r.suffix, r.port))
 	}
 	// Map iteration order is random; sort for stable log lines.
 	slices.Sort(parts[len(p.prefixes) : len(p.prefixes)+len(p.hosts)])

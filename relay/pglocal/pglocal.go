@@ -2,10 +2,18 @@
 // the machine. `relay run` uses it when no DATABASE_URL is given, and tests use it for a
 // throwaway cluster.
 //
-// The cluster listens on 127.0.0.1 only, trusts every local connection (there is no
-// password), and keeps its socket, log (server.log) and chosen port (relay.port) inside
-// the data directory. When the caller is root the programs run as the ServerUser system
-// account, because PostgreSQL refuses to run as root.
+// The cluster accepts only its owner. It listens on 127.0.0.1, where every connection
+// must authenticate with scram-sha-256; its Unix socket sits in the 0700 data directory
+// and takes peer authentication (the server's OS user as the role of the same name). The
+// superuser's random password is kept in postgres.password, readable by the process that
+// started the cluster alone; OwnerURL makes an unprivileged role that owns one database
+// and writes its URL to database.url. The log (server.log) and chosen port (relay.port)
+// are in the data directory too. When the caller is root the programs run as the
+// ServerUser system account, because PostgreSQL refuses to run as root; that account
+// needs none of the password files, which stay root's.
+//
+// It is meant for development and single-host use; production points DATABASE_URL at a
+// managed server.
 package pglocal
 
 import (
@@ -24,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,13 +54,15 @@ type Options struct {
 	Settings map[string]string
 }
 
-// Superuser is the cluster's superuser role; initdb creates it and trust auth lets anyone
-// on 127.0.0.1 log in as it.
+// Superuser is the cluster's superuser role. initdb creates it with a random password,
+// kept in the data directory's postgres.password.
 const Superuser = "postgres"
 
 const (
 	confFile     = "relay.conf" // rewritten on every start: port, sockets, durability
 	portFile     = "relay.port" // the port of the last start, reused when still free
+	hbaFile      = "pg_hba.conf"
+	URLFile      = "database.url" // the URL OwnerURL returned last, for psql "$(cat …)"
 	logFile      = "server.log"
 	includeLine  = "include_if_exists = '" + confFile + "'"
 	startTimeout = 60 * time.Second // pg_ctl -t, and the readiness ping loop
@@ -68,6 +79,9 @@ type Server struct {
 	settings map[string]string
 	stdout   io.Writer
 	as       runAs
+	// superPW is the superuser's password, read from (or, for a new cluster, written to)
+	// postgres.password.
+	superPW string
 
 	attached bool
 
@@ -111,14 +125,24 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err := s.prepareDir(); err != nil {
 		return nil, fmt.Errorf("pglocal: %w", err)
 	}
+	needPassword := false
 	if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
 		if err := s.initdb(ctx); err != nil {
 			return nil, fmt.Errorf("pglocal: %w", err)
 		}
 	} else if err != nil {
 		return nil, fmt.Errorf("pglocal: %w", err)
+	} else if s.superPW, err = readSecret(s.secretPath(Superuser)); errors.Is(err, os.ErrNotExist) {
+		// A cluster made before passwords (initdb -A trust), or whose file was removed.
+		needPassword = true
+	} else if err != nil {
+		return nil, fmt.Errorf("pglocal: %w", err)
 	}
 	if err := s.ensureInclude(); err != nil {
+		return nil, fmt.Errorf("pglocal: %w", err)
+	}
+	hbaChanged, err := s.writeHBA()
+	if err != nil {
 		return nil, fmt.Errorf("pglocal: %w", err)
 	}
 
@@ -126,7 +150,19 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pglocal: %w", err)
 	}
+	if needPassword {
+		if err := s.setSuperuserPassword(ctx, running); err != nil {
+			return nil, fmt.Errorf("pglocal: %w", err)
+		}
+	}
 	if running {
+		// A server started under older rules (trust) must drop them now, not at its
+		// next restart.
+		if hbaChanged {
+			if _, err := s.run(ctx, "pg_ctl", "reload", "-D", s.dataDir); err != nil {
+				return nil, fmt.Errorf("pglocal: reload %s: %w", hbaFile, err)
+			}
+		}
 		if err := s.attach(ctx, o.Port); err != nil {
 			return nil, fmt.Errorf("pglocal: %w", err)
 		}
@@ -158,11 +194,16 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	return nil, fmt.Errorf("pglocal: %w", lastErr)
 }
 
-// URL is a connection string for database dbname as the superuser.
+// URL is a connection string for database dbname as the superuser, password included.
+// Use it to administer the cluster; give applications OwnerURL.
 func (s *Server) URL(dbname string) string {
+	return s.urlFor(url.UserPassword(Superuser, s.superPW), dbname)
+}
+
+func (s *Server) urlFor(user *url.Userinfo, dbname string) string {
 	u := url.URL{
 		Scheme:   "postgres",
-		User:     url.User(Superuser),
+		User:     user,
 		Host:     net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)),
 		Path:     "/" + dbname,
 		RawQuery: "sslmode=disable",
@@ -251,31 +292,113 @@ var ErrDatabaseExists = errors.New("database already exists")
 
 // prepareDir creates the data directory and hands it to the server user. Its parents
 // are created world-searchable so the server user can reach it.
+//
+// Run as root, the relay must not be steered by other users: a data directory that is a
+// symlink, or that someone else owns, is refused (a planted cluster would be started as
+// the server user; a planted symlink would have us chmod and chown its target). Checking
+// the directory alone is not enough, since whoever can write its parent can swap it
+// between our check and our use, so every ancestor must be writable only by root or us
+// (or be sticky, like /tmp, where others cannot move what is ours). The directory is then
+// opened without following symlinks and changed through that descriptor.
 func (s *Server) prepareDir() error {
-	if err := os.MkdirAll(filepath.Dir(s.dataDir), 0o755); err != nil {
+	parent := filepath.Dir(s.dataDir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("create parent of data dir: %w", err)
+	}
+	if err := checkAncestors(parent); err != nil {
+		return err
 	}
 	if err := os.Mkdir(s.dataDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	fi, err := os.Stat(s.dataDir)
+	if fi, err := os.Lstat(s.dataDir); err != nil {
+		return fmt.Errorf("stat data dir: %w", err)
+	} else if fi.Mode()&os.ModeSymlink != 0 {
+		return fmt.Errorf("data dir %s is a symbolic link: refusing to follow it (give the directory itself)", s.dataDir)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("data dir %s is not a directory", s.dataDir)
+	}
+	dir, err := os.OpenFile(s.dataDir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("open data dir: %w", err)
+	}
+	defer func() { _ = dir.Close() }()
+	fi, err := dir.Stat()
 	if err != nil {
 		return fmt.Errorf("stat data dir: %w", err)
 	}
-	if !fi.IsDir() {
-		return fmt.Errorf("data dir %s is not a directory", s.dataDir)
+	if uid, ok := ownerUID(fi); ok && uid != os.Geteuid() && (s.as.cred == nil || uid != int(s.as.cred.Uid)) {
+		return fmt.Errorf("data dir %s is owned by uid %d, neither us (uid %d) nor the server user: refusing to use it "+
+			"(remove it, or choose another RELAY_DATA_DIR)", s.dataDir, uid, os.Geteuid())
 	}
 	if err := s.as.checkTraverse(s.dataDir); err != nil {
 		return err
 	}
-	if err := s.as.chownTree(s.dataDir); err != nil {
+	if err := s.as.chownTree(s.dataDir, isOwnSecret); err != nil {
 		return err
 	}
-	// postgres refuses a data directory readable by others.
-	if p := fi.Mode().Perm(); p != 0o700 && p != 0o750 {
-		if err := os.Chmod(s.dataDir, 0o700); err != nil {
+	// 0700, not the 0750 PostgreSQL would accept: the directory holds the Unix socket,
+	// which only the owner may reach.
+	if p := fi.Mode().Perm(); p != 0o700 {
+		if err := dir.Chmod(0o700); err != nil {
 			return fmt.Errorf("chmod data dir: %w", err)
 		}
+	}
+	return nil
+}
+
+func ownerUID(fi os.FileInfo) (int, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int(st.Uid), true
+}
+
+// checkAncestors fails when a directory on the way to dir, as written or with symlinks
+// resolved, belongs to another user than root or us, or is writable by others without
+// being sticky; group write is accepted for group root and our own group.
+func checkAncestors(dir string) error {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", dir, err)
+	}
+	for _, start := range []string{dir, real} {
+		for p := start; ; p = filepath.Dir(p) {
+			fi, err := os.Lstat(p)
+			if err != nil {
+				return fmt.Errorf("stat %s: %w", p, err)
+			}
+			if fi.IsDir() {
+				if err := checkAncestor(p, fi); err != nil {
+					return err
+				}
+			}
+			if p == filepath.Dir(p) {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func checkAncestor(p string, fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	mode := fi.Mode()
+	if int(st.Uid) != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s, on the way to the data dir, is owned by uid %d: that user could swap the data dir; "+
+			"choose a RELAY_DATA_DIR whose parents only root or you (uid %d) own", p, st.Uid, os.Geteuid())
+	}
+	if mode&os.ModeSticky != 0 {
+		return nil
+	}
+	groupOK := st.Gid == 0 || int(st.Gid) == os.Getegid()
+	if mode.Perm()&0o002 != 0 || (mode.Perm()&0o020 != 0 && !groupOK) {
+		return fmt.Errorf("%s, on the way to the data dir, is writable by other users (mode %v) and not sticky: "+
+			"they could swap the data dir; choose a RELAY_DATA_DIR whose parents only root or you can write", p, mode.Perm())
 	}
 	return nil
 }
@@ -289,13 +412,34 @@ func (s *Server) initdb(ctx context.Context) error {
 		return fmt.Errorf("data dir %s is not empty but has no PG_VERSION, so it is not a PostgreSQL cluster: "+
 			"refusing to initdb over it (empty or remove it)", s.dataDir)
 	}
-	args := []string{"-D", s.dataDir, "-U", Superuser, "-A", "trust", "-E", "UTF8", "--locale=C"}
+	pw := newPassword()
+	// initdb reads the password from a file, which must not be in the (still empty) data
+	// directory and must be readable by the server user alone.
+	tmp, err := os.MkdirTemp(filepath.Dir(s.dataDir), ".pglocal-initdb-")
+	if err != nil {
+		return fmt.Errorf("create initdb password directory: %w", err)
+	}
+	defer func() { _ = os.RemoveAll(tmp) }()
+	if err := s.as.chownFile(tmp); err != nil {
+		return err
+	}
+	pwFile := filepath.Join(tmp, "pwfile")
+	if err := writeFileAtomic(pwFile, []byte(pw+"\n"), 0o600, s.as.chownTo()); err != nil {
+		return err
+	}
+	args := []string{"-D", s.dataDir, "-U", Superuser, "--pwfile=" + pwFile,
+		"--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C"}
 	if s.fast {
 		args = append(args, "--no-sync")
 	}
 	if _, err := s.run(ctx, "initdb", args...); err != nil {
 		return err
 	}
+	// Ours alone, not the server user's: it needs no password.
+	if err := writeFileAtomic(s.secretPath(Superuser), []byte(pw+"\n"), 0o600, nil); err != nil {
+		return err
+	}
+	s.superPW = pw
 	return nil
 }
 
@@ -303,7 +447,7 @@ func (s *Server) initdb(ctx context.Context) error {
 // than only after initdb) heals a cluster whose first start was interrupted.
 func (s *Server) ensureInclude() error {
 	path := filepath.Join(s.dataDir, "postgresql.conf")
-	b, err := os.ReadFile(path)
+	b, err := readNoFollow(path)
 	if err != nil {
 		return fmt.Errorf("read postgresql.conf: %w", err)
 	}
@@ -312,7 +456,9 @@ func (s *Server) ensureInclude() error {
 			return nil
 		}
 	}
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	// O_NOFOLLOW: as root we write into a directory the server user owns, who could have
+	// put a symlink here.
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return fmt.Errorf("open postgresql.conf: %w", err)
 	}
@@ -351,11 +497,7 @@ full_page_writes = %s
 	for _, k := range slices.Sorted(maps.Keys(s.settings)) {
 		conf += k + " = " + quoteConf(s.settings[k]) + "\n"
 	}
-	path := filepath.Join(s.dataDir, confFile)
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", confFile, err)
-	}
-	return s.as.chownFile(path)
+	return writeFileAtomic(filepath.Join(s.dataDir, confFile), []byte(conf), 0o600, s.as.chownTo())
 }
 
 // validSettingName keeps Settings keys from smuggling extra lines into relay.conf; values
@@ -475,11 +617,7 @@ func portFree(port int) bool {
 }
 
 func (s *Server) writePortFile() error {
-	path := filepath.Join(s.dataDir, portFile)
-	if err := os.WriteFile(path, []byte(strconv.Itoa(s.port)+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", portFile, err)
-	}
-	return s.as.chownFile(path)
+	return writeFileAtomic(filepath.Join(s.dataDir, portFile), []byte(strconv.Itoa(s.port)+"\n"), 0o600, s.as.chownTo())
 }
 
 // waitReady pings until the server accepts connections. pg_ctl -w alone is not enough:
@@ -568,7 +706,15 @@ func (s *Server) command(ctx context.Context, name string, args ...string) *exec
 // run executes a program and, on failure, returns its output in the error and copies it
 // to Options.Stdout.
 func (s *Server) run(ctx context.Context, name string, args ...string) (string, error) {
+	return s.runInput(ctx, "", name, args...)
+}
+
+// runInput is run with stdin, for what must not appear in a process list.
+func (s *Server) runInput(ctx context.Context, stdin, name string, args ...string) (string, error) {
 	cmd := s.command(ctx, name, args...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -111,9 +111,10 @@ func (r runAs) canSearch(fi fs.FileInfo) bool {
 	return perm&0o001 != 0
 }
 
-// chownTree hands dir to the server user. It walks the tree only when the top directory
-// has the wrong owner, so restarting a large existing cluster stays cheap.
-func (r runAs) chownTree(dir string) error {
+// chownTree hands dir to the server user, except the entries directly in dir that keep
+// says stay ours. It walks the tree only when the top directory has the wrong owner, so
+// restarting a large existing cluster stays cheap.
+func (r runAs) chownTree(dir string, keep func(name string) bool) error {
 	if r.cred == nil {
 		return nil
 	}
@@ -128,12 +129,27 @@ func (r runAs) chownTree(dir string) error {
 		if err != nil {
 			return err
 		}
+		if filepath.Dir(p) == dir && keep(filepath.Base(p)) {
+			return nil
+		}
 		return os.Lchown(p, int(r.cred.Uid), int(r.cred.Gid))
 	})
 	if err != nil {
 		return fmt.Errorf("chown %s to %s: %w", dir, r.name, err)
 	}
 	return nil
+}
+
+// owner is a uid:gid to hand a file to.
+type owner struct{ uid, gid int }
+
+// chownTo is who files the server must read are handed to, or nil when the server runs
+// as we do.
+func (r runAs) chownTo() *owner {
+	if r.cred == nil {
+		return nil
+	}
+	return &owner{int(r.cred.Uid), int(r.cred.Gid)}
 }
 
 // chownFile gives a file we (root) wrote inside the data dir to the server user.

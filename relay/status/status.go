@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayhq/relay/relay/webhook"
 )
 
 // ConsumerGroup is the watermill-sql consumer group the relays read the outbox with.
@@ -116,6 +118,7 @@ func ReadWebhooks(ctx context.Context, pool *pgxpool.Pool) ([]Webhook, error) {
 		err := row.Scan(&w.ID, &w.Event, &w.TargetURL, &w.Status, &w.DisabledReason,
 			&w.Pending, &w.Failed, &w.LastTriggeredAt, &w.LastStatus, &w.LastError,
 			&w.LastSuccessAt, &w.FailingSince)
+		w.TargetURL = webhook.MaskURL(w.TargetURL)
 		return w, err
 	})
 	if err != nil {

@@ -38,8 +38,10 @@ type Webhook struct {
 	UpdatedAt           time.Time  `json:"updated_at"`
 }
 
-// Masked returns a copy safe to print: the secret, if any, is replaced by a hint.
+// Masked returns a copy safe to print: the secret, if any, is replaced by a hint, and
+// the target URL is masked (MaskURL).
 func (w Webhook) Masked() Webhook {
+	w.TargetURL = MaskURL(w.TargetURL)
 	if w.Secret != nil && *w.Secret != "" {
 		m := MaskSecret(*w.Secret)
 		w.Secret = &m
