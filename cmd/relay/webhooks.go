@@ -153,7 +153,7 @@ func (c *WebhooksRmCmd) Run(ctx context.Context, g *Globals) error {
 	})
 }
 
-// optional is a flag given or not; a flag given as '' clears the field.
+// optional is a flag given or not; a flag given as ” clears the field.
 func optional(flag *string) webhook.Nullable {
 	if flag == nil {
 		return webhook.Nullable{}
