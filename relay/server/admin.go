@@ -43,6 +43,7 @@ func registerAdmin(mux *http.ServeMux, d Deps) {
 func (d Deps) ghostRoute(next http.HandlerFunc) http.HandlerFunc {
 	withKey := d.requireKey(next)
 	return func(w http.ResponseWriter, r *http.Request) {
+		ghostHeaders(w)
 		if v := r.PathValue("version"); v != "" && !legacyVersions[v] {
 			resourceNotFound(w, r)
 			return

@@ -144,6 +144,13 @@ func (e *apiError) render(action string) ghostErrorBody {
 	}
 }
 
+// ghostHeaders are what Ghost's API puts on every answer: the version it speaks, and
+// that the answer depends on the Accept-Version a client sends.
+func ghostHeaders(w http.ResponseWriter) {
+	w.Header().Set("Content-Version", "v"+ghostSafeVersion)
+	w.Header().Set("Vary", "Accept-Version")
+}
+
 // writeAPIError answers e as Ghost would, for a request at action.
 func writeAPIError(w http.ResponseWriter, action string, e *apiError) {
 	// Ghost never lets a proxy or browser cache an error (prepareErrorCacheControl).
@@ -214,6 +221,7 @@ func compareVersions(a, b [3]uint64) int {
 // resourceNotFound does: a client that asked for another Ghost version (Accept-Version)
 // is told its version differs; anyone else gets 404.
 func resourceNotFound(w http.ResponseWriter, r *http.Request) {
+	ghostHeaders(w)
 	accept := r.Header.Get("Accept-Version")
 	// Ghost rewrites /ghost/api/{v2,v3,v4,canary}/... to the unversioned API and sets
 	// Accept-Version from the prefix when the client sent none (canary counts as v4).

@@ -87,7 +87,7 @@ func Value(s string) Nullable { return Nullable{Set: true, Value: &s} }
 type Input struct {
 	Event      *string
 	TargetURL  *string
-	Name       Nullable
+	Name       Nullable // "" is stored as no name, as Ghost stores it
 	Secret     Nullable // "" is stored as no secret
 	APIVersion *string
 	// IntegrationID is the owning integration, set by Add only: a webhook never changes
@@ -143,6 +143,10 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// DefaultAPIVersion is a new webhook's api_version when none is given: the Ghost
+// version whose Admin API the relay answers as (Ghost uses its own version).
+const DefaultAPIVersion = "v6.65"
+
 // Store reads and writes relay.webhooks.
 type Store struct{ Pool *pgxpool.Pool }
 
@@ -168,13 +172,13 @@ func (s Store) Add(ctx context.Context, in Input) (Webhook, error) {
 	if err := validate(in); err != nil {
 		return Webhook{}, err
 	}
-	apiVersion := "v5"
+	apiVersion := DefaultAPIVersion
 	if in.APIVersion != nil && *in.APIVersion != "" {
 		apiVersion = *in.APIVersion
 	}
 	row := s.Pool.QueryRow(ctx, `INSERT INTO relay.webhooks (event, target_url, name, secret, api_version, integration_id)
 		VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+columns,
-		*in.Event, *in.TargetURL, in.Name.Value, emptyNil(in.Secret.Value), apiVersion, in.IntegrationID)
+		*in.Event, *in.TargetURL, emptyNil(in.Name.Value), emptyNil(in.Secret.Value), apiVersion, in.IntegrationID)
 	w, err := scan(row)
 	if err != nil {
 		return Webhook{}, mapError(err)
@@ -203,7 +207,7 @@ func (s Store) Edit(ctx context.Context, id string, in Input) (Webhook, error) {
 	row := s.Pool.QueryRow(ctx, `UPDATE relay.webhooks SET
 		event = coalesce($2, event),
 		target_url = coalesce($3, target_url),
-		name = CASE WHEN $4 THEN $5 ELSE name END,
+		name = CASE WHEN $4 THEN nullif($5, '') ELSE name END,
 		secret = CASE WHEN $6 THEN nullif($7, '') ELSE secret END,
 		api_version = coalesce($8, api_version),
 		status = coalesce($9, status),
