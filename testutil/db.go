@@ -57,11 +57,18 @@ var shared struct {
 	tmplErr  error
 }
 
-// Main runs the tests, then stops the shared cluster (if this process started one) and
-// drops the template database, and exits with the tests' code. Call it from TestMain.
-func Main(m *testing.M) {
+// Main runs the tests, then runs cleanups (other shared fixtures, such as
+// ghost.StopShared), stops the shared cluster (if this process started one) and drops
+// the template database, and exits with the tests' code. Call it from TestMain. A
+// failed cleanup fails the run.
+func Main(m *testing.M, cleanups ...func() error) {
 	code := m.Run()
-	if err := shutdown(); err != nil {
+	errs := make([]error, 0, len(cleanups)+1)
+	for _, c := range cleanups {
+		errs = append(errs, c())
+	}
+	errs = append(errs, shutdown())
+	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintf(os.Stderr, "testutil: cleanup: %v\n", err)
 		if code == 0 {
 			code = 1
