@@ -31,7 +31,7 @@ func addWebhook(t testing.TB, db *testutil.DB, event, url, secret string) webhoo
 	t.Helper()
 	in := webhook.Input{Event: &event, TargetURL: &url}
 	if secret != "" {
-		in.Secret = &secret
+		in.Secret = webhook.Value(secret)
 	}
 	w, err := webhook.Store{Pool: db.Pool}.Add(context.Background(), in)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -79,6 +80,12 @@ func Migrate(ctx context.Context, databaseURL string) error {
 // Up applies every pending migration to the database at databaseURL and returns the
 // versions it applied (none when the database was current).
 func Up(ctx context.Context, databaseURL string) ([]int64, error) {
+	return UpTo(ctx, databaseURL, math.MaxInt64)
+}
+
+// UpTo is Up stopping after version: what an upgrade test starts from, a database as an
+// older relay left it.
+func UpTo(ctx context.Context, databaseURL string, version int64) ([]int64, error) {
 	db, err := open(databaseURL)
 	if err != nil {
 		return nil, err
@@ -94,7 +101,7 @@ func Up(ctx context.Context, databaseURL string) ([]int64, error) {
 		if _, err := db.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS relay`); err != nil {
 			return fmt.Errorf("schema: create schema relay: %w", err)
 		}
-		results, err := p.Up(ctx)
+		results, err := p.UpTo(ctx, version)
 		if err != nil {
 			return fmt.Errorf("schema: migrate: %w", err)
 		}

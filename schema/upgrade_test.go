@@ -16,7 +16,7 @@ import (
 func TestUpgradeToEventSourcesKeepsCMSRolesStripeEventsAndGhostsWebhook(t *testing.T) {
 	db := testutil.NewEmptyDB(t)
 	ctx := context.Background()
-	if err := schema.UpTo(ctx, db.URL, 3); err != nil {
+	if _, err := schema.UpTo(ctx, db.URL, 3); err != nil {
 		t.Fatal(err)
 	}
 	role := pgx.Identifier{"cms_" + db.Name}.Sanitize()

@@ -42,7 +42,7 @@ func mustCLI(t *testing.T, db *testutil.DB, args ...string) string {
 	return out
 }
 
-func TestKeysCreateShowsTheKeyOnceListNeverAndRevokeEndsIt(t *testing.T) {
+func TestKeysCreateShowsTheKeyOnceListNeverAndRevokeEndsItsIntegration(t *testing.T) {
 	db := testutil.NewDB(t)
 	out := mustCLI(t, db, "keys", "create", "--name", "zapier")
 	key := strings.TrimSpace(out)
@@ -63,8 +63,11 @@ func TestKeysCreateShowsTheKeyOnceListNeverAndRevokeEndsIt(t *testing.T) {
 		}
 	}
 	var keys []struct {
-		ID        string  `json:"id"`
-		Name      string  `json:"name"`
+		ID          string `json:"id"`
+		Name        string `json:"name"`
+		Integration struct {
+			ID, Name, Slug, Type string
+		} `json:"integration"`
 		Encrypted bool    `json:"encrypted"`
 		RevokedAt *string `json:"revoked_at"`
 	}
@@ -74,14 +77,37 @@ func TestKeysCreateShowsTheKeyOnceListNeverAndRevokeEndsIt(t *testing.T) {
 	if keys[0].ID != id || keys[0].Name != "zapier" || keys[0].Encrypted || keys[1].ID != sealedID || !keys[1].Encrypted {
 		t.Errorf("keys list: %+v", keys)
 	}
+	if in := keys[0].Integration; in.Name != "zapier" || in.Slug != "zapier" || in.Type != "custom" || in.ID == keys[1].Integration.ID ||
+		!strings.Contains(table, in.ID) || !strings.Contains(table, "INTEGRATION") {
+		t.Errorf("keys list shows integration %+v; table:\n%s", in, table)
+	}
+	// A webhook of the key's integration (as the Admin API adds it) and one of the
+	// operator's (the CLI's).
+	theirs := addWebhook(t, db.Pool, "post.published", "https://example.com/zapier")
+	if _, err := db.Pool.Exec(context.Background(), `UPDATE relay.webhooks SET integration_id = $1 WHERE id = $2`, keys[0].Integration.ID, theirs); err != nil {
+		t.Fatal(err)
+	}
+	operators := addWebhook(t, db.Pool, "post.published", "https://example.com/operator")
 	var plain *string
 	if err := db.Pool.QueryRow(context.Background(), `SELECT secret_plain FROM relay.api_keys WHERE id = $1`, sealedID).Scan(&plain); err != nil || plain != nil {
 		t.Errorf("key created with a KEK is stored in plaintext (%v)", err)
 	}
 
-	mustCLI(t, db, "keys", "revoke", id)
+	if out := mustCLI(t, db, "keys", "revoke", id); !strings.Contains(out, "removed 1 webhook") {
+		t.Errorf("keys revoke printed %q", out)
+	}
 	if err := json.Unmarshal([]byte(mustCLI(t, db, "keys", "list", "--json")), &keys); err != nil || keys[0].RevokedAt == nil {
 		t.Errorf("revoked key not marked: %+v %v", keys, err)
+	}
+	var left []string
+	rows, _ := db.Pool.Query(context.Background(), `SELECT id FROM relay.webhooks`)
+	for rows.Next() {
+		var w string
+		_ = rows.Scan(&w)
+		left = append(left, w)
+	}
+	if len(left) != 1 || left[0] != operators {
+		t.Errorf("webhooks after revoke: %v, want only the operator's %s", left, operators)
 	}
 	if _, errOut, code := cli(t, db, "keys", "revoke", "0123456789abcdef01234567"); code == 0 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
 		t.Errorf("revoking an unknown key: exit %d, stderr %q", code, errOut)

@@ -11,15 +11,15 @@ import (
 	"github.com/relayhq/relay/relay/apikey"
 )
 
-// KeysCmd manages Admin API keys.
+// KeysCmd manages Admin API keys and their integrations.
 type KeysCmd struct {
-	Create KeysCreateCmd `cmd:"" help:"Create an Admin API key and print it (id:secret) once."`
-	List   KeysListCmd   `cmd:"" help:"List Admin API keys (never their secrets)."`
-	Revoke KeysRevokeCmd `cmd:"" help:"Revoke an Admin API key at once."`
+	Create KeysCreateCmd `cmd:"" help:"Create an integration with one Admin API key and print the key (id:secret) once."`
+	List   KeysListCmd   `cmd:"" help:"List Admin API keys and their integrations (never their secrets)."`
+	Revoke KeysRevokeCmd `cmd:"" help:"Revoke a key's integration at once: its keys stop working and its webhooks are deleted (their audit trail stays)."`
 }
 
 type KeysCreateCmd struct {
-	Name string `name:"name" default:"" help:"A label, e.g. the client that will use it."`
+	Name string `name:"name" default:"" help:"The integration's name, e.g. the client that will use it (default: Custom integration)."`
 	JSON bool   `name:"json" help:"Print JSON."`
 }
 
@@ -42,7 +42,8 @@ func (c *KeysCreateCmd) Run(ctx context.Context, g *Globals) error {
 		if k.Encrypted {
 			storage = "encrypted with RELAY_KEY_ENCRYPTION_KEY"
 		}
-		fmt.Fprintf(os.Stderr, "created Admin API key %s; it is shown only this once and stored %s\n", k.ID, storage)
+		fmt.Fprintf(os.Stderr, "created integration %q (%s) with Admin API key %s; the key is shown only this once and stored %s\n",
+			k.Integration.Name, k.Integration.ID, k.ID, storage)
 		return nil
 	})
 }
@@ -64,7 +65,7 @@ func (c *KeysListCmd) Run(ctx context.Context, g *Globals) error {
 			return printJSON(keys)
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tCREATED\tLAST USED\tSTATUS\tSTORAGE")
+		fmt.Fprintln(tw, "ID\tINTEGRATION\tINTEGRATION ID\tCREATED\tLAST USED\tSTATUS\tSTORAGE")
 		for _, k := range keys {
 			status, storage := "active", "plaintext"
 			if k.RevokedAt != nil {
@@ -73,8 +74,8 @@ func (c *KeysListCmd) Run(ctx context.Context, g *Globals) error {
 			if k.Encrypted {
 				storage = "encrypted"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, orDash(k.Name), k.CreatedAt.UTC().Format(time.RFC3339),
-				timeOrDash(k.LastUsedAt), status, storage)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Integration.Name, k.Integration.ID,
+				k.CreatedAt.UTC().Format(time.RFC3339), timeOrDash(k.LastUsedAt), status, storage)
 		}
 		return tw.Flush()
 	})
@@ -93,7 +94,8 @@ func (c *KeysRevokeCmd) Run(ctx context.Context, g *Globals) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("revoked API key %s (at %s)\n", k.ID, k.RevokedAt.UTC().Format(time.RFC3339))
+		fmt.Printf("revoked API key %s and its integration %q (at %s); removed %d webhook(s)\n",
+			k.ID, k.Integration.Name, k.RevokedAt.UTC().Format(time.RFC3339), k.WebhooksRemoved)
 		return nil
 	})
 }
@@ -106,13 +108,6 @@ func withKeys(ctx context.Context, g *Globals, fn func(*apikey.Store) error) err
 		}
 		return fn(ks)
 	})
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 func timeOrDash(t *time.Time) string {

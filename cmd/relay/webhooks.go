@@ -23,7 +23,7 @@ type WebhooksAddCmd struct {
 	TargetURL     string  `arg:"" name:"target-url" help:"Absolute http(s) URL."`
 	Name          *string `name:"name" help:"A label."`
 	Secret        *string `name:"secret" help:"Signing secret; 'generate' makes a whsec_ secret and prints it once."`
-	IntegrationID *string `name:"integration-id" help:"Ghost integration id."`
+	IntegrationID *string `name:"integration-id" help:"Integration (see relay keys list) that may then manage it through the Admin API; default none: the operator's, managed with this CLI only."`
 	// Only here, never through the Admin API: the mark decides who receives a signature
 	// Ghost trusts as Stripe's.
 	StripeSignature bool `name:"stripe-signature" help:"Add Stripe-Signature (keyed with WEBHOOK_SECRET) to the Stripe events this webhook gets: for Ghost's /members/webhooks/stripe/. Only for a stripe.* or stripe.<type> webhook."`
@@ -40,8 +40,8 @@ func (c *WebhooksAddCmd) Run(ctx context.Context, g *Globals) error {
 		c.Secret, generated = &s, true
 	}
 	return withStore(ctx, g, func(st webhook.Store) error {
-		w, err := st.Add(ctx, webhook.Input{Event: &c.Event, TargetURL: &c.TargetURL, Name: c.Name, Secret: c.Secret,
-			IntegrationID: c.IntegrationID, StripeSignature: &c.StripeSignature})
+		w, err := st.Add(ctx, webhook.Input{Event: &c.Event, TargetURL: &c.TargetURL, Name: optional(c.Name),
+			Secret: optional(c.Secret), IntegrationID: c.IntegrationID, StripeSignature: &c.StripeSignature})
 		if err != nil {
 			return err
 		}
@@ -81,7 +81,7 @@ func (c *WebhooksListCmd) Run(ctx context.Context, g *Globals) error {
 			return printJSON(ws)
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tEVENT\tTARGET URL\tSTATUS\tSTRIPE SIGNATURE\tLAST TRIGGERED\tLAST STATUS")
+		fmt.Fprintln(tw, "ID\tEVENT\tTARGET URL\tINTEGRATION\tSTATUS\tSTRIPE SIGNATURE\tLAST TRIGGERED\tLAST STATUS")
 		for _, w := range ws {
 			last, status := "-", "-"
 			if w.LastTriggeredAt != nil {
@@ -92,11 +92,14 @@ func (c *WebhooksListCmd) Run(ctx context.Context, g *Globals) error {
 			} else if w.LastTriggeredError != nil {
 				status = *w.LastTriggeredError
 			}
-			stripeSig := "-"
+			integration, stripeSig := "-", "-"
+			if w.IntegrationID != nil {
+				integration = *w.IntegrationID
+			}
 			if w.StripeSignature {
 				stripeSig = "yes"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", w.ID, w.Event, w.TargetURL, w.Status, stripeSig, last, status)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", w.ID, w.Event, w.TargetURL, integration, w.Status, stripeSig, last, status)
 		}
 		return tw.Flush()
 	})
@@ -106,7 +109,7 @@ type WebhooksEditCmd struct {
 	ID        string  `arg:"" help:"Webhook id."`
 	Event     *string `name:"event" help:"New event."`
 	TargetURL *string `name:"target-url" help:"New target URL."`
-	Name      *string `name:"name" help:"New name."`
+	Name      *string `name:"name" help:"New name ('' removes it)."`
 	Secret    *string `name:"secret" help:"New secret ('' removes it, 'generate' makes one)."`
 	Status    *string `name:"status" enum:"active,disabled" help:"active or disabled."`
 	// A pointer: unset keeps the mark (unless the event or URL changes, which clears it).
@@ -124,8 +127,8 @@ func (c *WebhooksEditCmd) Run(ctx context.Context, g *Globals) error {
 		c.Secret, generated = &s, true
 	}
 	return withStore(ctx, g, func(st webhook.Store) error {
-		w, err := st.Edit(ctx, c.ID, webhook.Input{Event: c.Event, TargetURL: c.TargetURL, Name: c.Name, Secret: c.Secret,
-			Status: c.Status, StripeSignature: c.StripeSignature})
+		w, err := st.Edit(ctx, c.ID, webhook.Input{Event: c.Event, TargetURL: c.TargetURL, Name: optional(c.Name),
+			Secret: optional(c.Secret), Status: c.Status, StripeSignature: c.StripeSignature})
 		if err != nil {
 			return err
 		}
@@ -156,6 +159,17 @@ func (c *WebhooksRmCmd) Run(ctx context.Context, g *Globals) error {
 		fmt.Printf("removed webhook %s\n", c.ID)
 		return nil
 	})
+}
+
+// optional is a flag given or not; a flag given as ” clears the field.
+func optional(flag *string) webhook.Nullable {
+	if flag == nil {
+		return webhook.Nullable{}
+	}
+	if *flag == "" {
+		return webhook.Nullable{Set: true}
+	}
+	return webhook.Value(*flag)
 }
 
 func withStore(ctx context.Context, g *Globals, fn func(webhook.Store) error) error {

@@ -1,6 +1,8 @@
-// Package apikey keeps the Admin API keys (relay.api_keys), in Ghost's format: a key is
-// "id:secret", 24 hex characters and 64 hex characters, and the hex-decoded secret is
-// the HMAC-SHA256 key of the JWTs a client signs with it (see package server).
+// Package apikey keeps the Admin API keys (relay.api_keys) and the integrations they
+// belong to (relay.integrations), in Ghost's model and format: a key is "id:secret", 24
+// hex characters and 64 hex characters, the hex-decoded secret is the HMAC-SHA256 key of
+// the JWTs a client signs with it (see package server), and every key belongs to an
+// integration, which owns the webhooks created with the key.
 //
 // Because the secret is a signing key rather than a password, the relay must be able
 // to recover it, so it cannot be stored as a hash. With a key-encryption key
@@ -30,12 +32,33 @@ import (
 
 // Key is a stored key, without its secret.
 type Key struct {
-	ID         string     `json:"id"`
-	Name       string     `json:"name"`
-	Encrypted  bool       `json:"encrypted"`
-	CreatedAt  time.Time  `json:"created_at"`
-	RevokedAt  *time.Time `json:"revoked_at"`
-	LastUsedAt *time.Time `json:"last_used_at"`
+	ID          string      `json:"id"`
+	Name        string      `json:"name"`
+	Integration Integration `json:"integration"`
+	Encrypted   bool        `json:"encrypted"`
+	CreatedAt   time.Time   `json:"created_at"`
+	RevokedAt   *time.Time  `json:"revoked_at"`
+	LastUsedAt  *time.Time  `json:"last_used_at"`
+}
+
+// Integration is what a key acts as, Ghost's integrations row: webhooks created with any
+// of its keys are its own.
+type Integration struct {
+	ID   string `json:"id"`
+	Type string `json:"type"`
+	Name string `json:"name"`
+	Slug string `json:"slug"`
+}
+
+// DefaultName names the integration of a key created without a name, as Ghost's admin
+// screen suggests for a new custom integration.
+const DefaultName = "Custom integration"
+
+// Active is what verifying a token needs from an active key: the HMAC key and the
+// integration the request then acts as.
+type Active struct {
+	Secret        []byte
+	IntegrationID string
 }
 
 var (
@@ -113,9 +136,14 @@ func newID(now time.Time) (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// Create makes a key and returns it with the full "id:secret" string, which is never
-// available again: only its holder can use it from then on.
+// Create makes an integration named name (DefaultName when empty) with one Admin API key,
+// as Ghost does for a new custom integration, and returns the key with the full
+// "id:secret" string, which is never available again: only its holder can use it from
+// then on.
 func (s *Store) Create(ctx context.Context, name string) (Key, string, error) {
+	if name == "" {
+		name = DefaultName
+	}
 	if len(name) > 191 {
 		return Key{}, "", errors.New("name must be at most 191 characters")
 	}
@@ -142,25 +170,73 @@ func (s *Store) Create(ctx context.Context, name string) (Key, string, error) {
 		plain = &secret
 	}
 	k := Key{ID: id, Name: name, Encrypted: sealed != nil}
-	err = s.pool.QueryRow(ctx, `INSERT INTO relay.api_keys (id, name, secret_plain, secret_sealed, kek_fingerprint)
-		VALUES ($1, $2, $3, $4, $5) RETURNING created_at`, id, name, plain, sealed, fp).Scan(&k.CreatedAt)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		in, err := createIntegration(ctx, tx, name)
+		if err != nil {
+			return err
+		}
+		k.Integration = in
+		return tx.QueryRow(ctx, `INSERT INTO relay.api_keys (id, name, integration_id, secret_plain, secret_sealed, kek_fingerprint)
+			VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at`, id, name, in.ID, plain, sealed, fp).Scan(&k.CreatedAt)
+	})
 	if err != nil {
 		return Key{}, "", fmt.Errorf("store API key: %w", err)
 	}
 	return k, id + ":" + secret, nil
 }
 
-const keyColumns = `id, name, secret_sealed IS NOT NULL, created_at, revoked_at, last_used_at`
+// createIntegration inserts a custom integration with a slug of its name that no other
+// integration has: "my-site", then "my-site-2", ... as Ghost picks slugs.
+func createIntegration(ctx context.Context, tx pgx.Tx, name string) (Integration, error) {
+	base := Slug(name)
+	for n := 1; n <= 1000; n++ {
+		slug := base
+		if n > 1 {
+			slug = fmt.Sprintf("%s-%d", base, n)
+		}
+		in := Integration{Type: "custom", Name: name, Slug: slug}
+		err := tx.QueryRow(ctx, `INSERT INTO relay.integrations (name, slug) VALUES ($1, $2)
+			ON CONFLICT (slug) DO NOTHING RETURNING id`, name, slug).Scan(&in.ID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue // slug taken
+		}
+		if err != nil {
+			return Integration{}, fmt.Errorf("create integration: %w", err)
+		}
+		return in, nil
+	}
+	return Integration{}, fmt.Errorf("create integration: no free slug for %q", base)
+}
+
+var nonSlug = regexp.MustCompile(`[^a-z0-9]+`)
+
+// Slug is a URL-safe form of an integration name: lowercase ASCII letters and digits
+// separated by single dashes (the CHECK on relay.integrations.slug).
+func Slug(name string) string {
+	s := strings.Trim(nonSlug.ReplaceAllString(strings.ToLower(name), "-"), "-")
+	if len(s) > 160 {
+		s = strings.TrimRight(s[:160], "-")
+	}
+	if s == "" {
+		return "custom-integration"
+	}
+	return s
+}
+
+const keyColumns = `k.id, k.name, i.id, i.type, i.name, i.slug, k.secret_sealed IS NOT NULL, k.created_at, k.revoked_at, k.last_used_at`
+
+const keyFrom = ` FROM relay.api_keys k JOIN relay.integrations i ON i.id = k.integration_id`
 
 func scanKey(row pgx.Row) (Key, error) {
 	var k Key
-	err := row.Scan(&k.ID, &k.Name, &k.Encrypted, &k.CreatedAt, &k.RevokedAt, &k.LastUsedAt)
+	err := row.Scan(&k.ID, &k.Name, &k.Integration.ID, &k.Integration.Type, &k.Integration.Name, &k.Integration.Slug,
+		&k.Encrypted, &k.CreatedAt, &k.RevokedAt, &k.LastUsedAt)
 	return k, err
 }
 
-// List returns every key, revoked ones included, oldest first.
+// List returns every key with its integration, revoked ones included, oldest first.
 func (s *Store) List(ctx context.Context) ([]Key, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+` FROM relay.api_keys ORDER BY created_at, id`)
+	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+keyFrom+` ORDER BY k.created_at, k.id`)
 	if err != nil {
 		return nil, fmt.Errorf("list API keys: %w", err)
 	}
@@ -171,59 +247,95 @@ func (s *Store) List(ctx context.Context) ([]Key, error) {
 	return keys, nil
 }
 
-// Revoke ends a key at once: the next request signed with it is refused. Revoking a
-// revoked key keeps its first revocation time.
-func (s *Store) Revoke(ctx context.Context, id string) (Key, error) {
-	k, err := scanKey(s.pool.QueryRow(ctx, `UPDATE relay.api_keys SET revoked_at = coalesce(revoked_at, now())
-		WHERE id = $1 RETURNING `+keyColumns, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Key{}, ErrNotFound
-	}
-	if err != nil {
-		return Key{}, fmt.Errorf("revoke API key %s: %w", id, err)
-	}
-	return k, nil
+// Revoked is what Revoke did.
+type Revoked struct {
+	Key
+	// WebhooksRemoved counts the integration's webhooks this revocation deleted.
+	WebhooksRemoved int64
 }
 
-// Secret returns the HMAC key (the hex-decoded secret) of an active key, for verifying
-// a token that names it. It reads the database on every call, so a revocation takes
-// effect on the very next request.
+// Revoke ends a key's integration at once, as deleting an integration does in Ghost:
+// the next request signed with any of its keys is refused, and its webhooks are deleted
+// (their deliveries and attempts stay for audit; pending deliveries are cancelled by the
+// trigger on relay.webhooks). Revoking again keeps the first revocation time.
+func (s *Store) Revoke(ctx context.Context, id string) (Revoked, error) {
+	var out Revoked
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var integrationID string
+		err := tx.QueryRow(ctx, `SELECT integration_id FROM relay.api_keys WHERE id = $1 FOR UPDATE`, id).Scan(&integrationID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE relay.api_keys SET revoked_at = coalesce(revoked_at, now())
+			WHERE integration_id = $1`, integrationID); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM relay.webhooks WHERE integration_id = $1`, integrationID)
+		if err != nil {
+			return err
+		}
+		out.WebhooksRemoved = tag.RowsAffected()
+		out.Key, err = scanKey(tx.QueryRow(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.id = $1`, id))
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return Revoked{}, ErrNotFound
+	}
+	if err != nil {
+		return Revoked{}, fmt.Errorf("revoke API key %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// Secret returns the HMAC key (the hex-decoded secret) of an active key.
 func (s *Store) Secret(ctx context.Context, id string) ([]byte, error) {
+	a, err := s.Lookup(ctx, id)
+	return a.Secret, err
+}
+
+// Lookup returns the HMAC key (the hex-decoded secret) and the integration of an active
+// key, for verifying a token that names it. It reads the database on every call, so a
+// revocation takes effect on the very next request.
+func (s *Store) Lookup(ctx context.Context, id string) (Active, error) {
 	if !IDPattern.MatchString(id) {
-		return nil, ErrUnknownKey
+		return Active{}, ErrUnknownKey
 	}
 	var plain, fp *string
 	var sealed []byte
-	err := s.pool.QueryRow(ctx, `SELECT secret_plain, secret_sealed, kek_fingerprint FROM relay.api_keys
-		WHERE id = $1 AND revoked_at IS NULL`, id).Scan(&plain, &sealed, &fp)
+	var integrationID string
+	err := s.pool.QueryRow(ctx, `SELECT secret_plain, secret_sealed, kek_fingerprint, integration_id FROM relay.api_keys
+		WHERE id = $1 AND revoked_at IS NULL`, id).Scan(&plain, &sealed, &fp, &integrationID)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, ErrUnknownKey
+		return Active{}, ErrUnknownKey
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read API key %s: %w", id, err)
+		return Active{}, fmt.Errorf("read API key %s: %w", id, err)
 	}
 	if plain != nil {
 		b, err := hex.DecodeString(*plain)
 		if err != nil {
-			return nil, fmt.Errorf("API key %s: stored secret is not hex: %w", id, err)
+			return Active{}, fmt.Errorf("API key %s: stored secret is not hex: %w", id, err)
 		}
-		return b, nil
+		return Active{Secret: b, IntegrationID: integrationID}, nil
 	}
 	if s.aead == nil {
-		return nil, ErrNoKEK
+		return Active{}, ErrNoKEK
 	}
 	if fp == nil || *fp != s.fingerprint {
-		return nil, ErrWrongKEK
+		return Active{}, ErrWrongKEK
 	}
 	ns := s.aead.NonceSize()
 	if len(sealed) < ns {
-		return nil, fmt.Errorf("API key %s: sealed secret is truncated", id)
+		return Active{}, fmt.Errorf("API key %s: sealed secret is truncated", id)
 	}
 	raw, err := s.aead.Open(nil, sealed[:ns], sealed[ns:], []byte(id))
 	if err != nil {
-		return nil, fmt.Errorf("API key %s: cannot open sealed secret: %w", id, err)
+		return Active{}, fmt.Errorf("API key %s: cannot open sealed secret: %w", id, err)
 	}
-	return raw, nil
+	return Active{Secret: raw, IntegrationID: integrationID}, nil
 }
 
 // Touch records that a key was just used. It writes at most once a minute per key, so

@@ -72,3 +72,44 @@ func TestSecretComesBackOnlyForItsActiveKeyAndItsKEK(t *testing.T) {
 		t.Errorf("revoke unknown: %v", err)
 	}
 }
+
+// TestEachKeyIsCreatedWithAnIntegrationOfItsOwn: as a new custom integration in Ghost,
+// with a slug of its name that no other integration has.
+func TestEachKeyIsCreatedWithAnIntegrationOfItsOwn(t *testing.T) {
+	db := testutil.NewDB(t)
+	ctx := context.Background()
+	st, _ := apikey.NewStore(db.Pool, nil)
+	var got []apikey.Key
+	for _, name := range []string{"My Site!", "my site", "", "Ünïcode only ✓"} {
+		k, _, err := st.Create(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, k)
+	}
+	want := []apikey.Integration{
+		{Type: "custom", Name: "My Site!", Slug: "my-site"},
+		{Type: "custom", Name: "my site", Slug: "my-site-2"},
+		{Type: "custom", Name: "Custom integration", Slug: "custom-integration"},
+		{Type: "custom", Name: "Ünïcode only ✓", Slug: "n-code-only"},
+	}
+	seen := map[string]bool{}
+	for i, k := range got {
+		in := k.Integration
+		if seen[in.ID] || !apikey.IDPattern.MatchString(in.ID) {
+			t.Errorf("key %d: integration id %q (shared: %v)", i, in.ID, seen[in.ID])
+		}
+		seen[in.ID] = true
+		in.ID = ""
+		if in != want[i] {
+			t.Errorf("key %d: integration %+v, want %+v", i, in, want[i])
+		}
+	}
+	list, err := st.List(ctx)
+	if err != nil || len(list) != 4 || list[1].Integration != got[1].Integration {
+		t.Errorf("List: %+v %v", list, err)
+	}
+	if active, err := st.Lookup(ctx, got[0].ID); err != nil || active.IntegrationID != got[0].Integration.ID {
+		t.Errorf("Lookup: %+v %v", active, err)
+	}
+}

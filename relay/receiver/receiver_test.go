@@ -185,7 +185,7 @@ func TestRelayDeliveriesVerifyAtTheReceiver(t *testing.T) {
 	store := webhook.Store{Pool: db.Pool}
 	add := func(url, secret string) string {
 		ev := "post.published"
-		w, err := store.Add(context.Background(), webhook.Input{Event: &ev, TargetURL: &url, Secret: &secret})
+		w, err := store.Add(context.Background(), webhook.Input{Event: &ev, TargetURL: &url, Secret: webhook.Value(secret)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,12 +1,8 @@
 package server
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"regexp"
 
 	"github.com/relayhq/relay/relay/webhook"
 )
@@ -18,68 +14,77 @@ import (
 //	POST   /ghost/api/admin/webhooks/       {"webhooks":[{...}]} -> 201 {"webhooks":[{...}]}
 //	PUT    /ghost/api/admin/webhooks/{id}/  {"webhooks":[{...}]} -> 200 {"webhooks":[{...}]}
 //	DELETE /ghost/api/admin/webhooks/{id}/                       -> 204
-//	GET    /ghost/api/admin/webhooks/  (ours; Ghost reads them through integrations)
+//	GET    /ghost/api/admin/webhooks/[{id}/]  (ours; Ghost reads them through integrations)
 //
-// Every path also answers without the trailing slash and under a version prefix
-// (/ghost/api/v3/admin/...), which clients pinned to an old Ghost version use.
-
-// maxAdminBody bounds request bodies; a webhook is a few hundred bytes.
-const maxAdminBody = 64 << 10
-
-// ghostVersion is the version segment of legacy paths: v2, v3.0, canary, ...
-var ghostVersion = regexp.MustCompile(`^(v[0-9]+(\.[0-9]+)?|canary)$`)
+// Every path also answers without the trailing slash and under the version prefixes
+// Ghost still takes (/ghost/api/v3/admin/...), which clients pinned to an old Ghost
+// version use. A key acts as its integration: it adds webhooks to it, and edits,
+// deletes and reads only its own. Input is checked as Ghost checks it (ghostinput.go),
+// errors answered as Ghost answers them (ghosterr.go).
 
 func registerAdmin(mux *http.ServeMux, d Deps) {
 	for _, p := range []string{"/ghost/api/admin/webhooks", "/ghost/api/{version}/admin/webhooks"} {
 		for _, slash := range []string{"", "/{$}"} {
-			mux.HandleFunc("GET "+p+slash, d.requireKey(d.adminBrowse))
-			mux.HandleFunc("POST "+p+slash, d.requireKey(d.adminAdd))
+			mux.HandleFunc("GET "+p+slash, d.ghostRoute(d.adminBrowse))
+			mux.HandleFunc("POST "+p+slash, d.ghostRoute(d.adminAdd))
+			mux.HandleFunc("GET "+p+"/{id}"+slash, d.ghostRoute(d.adminRead))
+			mux.HandleFunc("PUT "+p+"/{id}"+slash, d.ghostRoute(d.adminEdit))
+			mux.HandleFunc("DELETE "+p+"/{id}"+slash, d.ghostRoute(d.adminDelete))
 		}
-		for _, slash := range []string{"", "/{$}"} {
-			mux.HandleFunc("GET "+p+"/{id}"+slash, d.requireKey(d.adminRead))
-			mux.HandleFunc("PUT "+p+"/{id}"+slash, d.requireKey(d.adminEdit))
-			mux.HandleFunc("DELETE "+p+"/{id}"+slash, d.requireKey(d.adminDelete))
+	}
+	// Everything else under Ghost's API prefix is answered as Ghost answers a route it
+	// does not have (no token needed to learn that).
+	mux.HandleFunc("/ghost/api/", resourceNotFound)
+}
+
+// ghostRoute takes a request only under the paths Ghost routes: the unversioned API or
+// a legacy version prefix Ghost still rewrites (v2, v3, v4, canary); anything else is an
+// unknown route, answered before any token is looked at, as in Ghost. Then the token.
+func (d Deps) ghostRoute(next http.HandlerFunc) http.HandlerFunc {
+	withKey := d.requireKey(next)
+	return func(w http.ResponseWriter, r *http.Request) {
+		ghostHeaders(w)
+		if v := r.PathValue("version"); v != "" && !legacyVersions[v] {
+			resourceNotFound(w, r)
+			return
 		}
+		withKey(w, r)
 	}
 }
 
-// ghostError is one entry of Ghost's error body, {"errors":[{...}]}.
-type ghostError struct {
-	Message  string  `json:"message"`
-	Context  *string `json:"context"`
-	Type     string  `json:"type"`
-	Property *string `json:"property,omitempty"`
-}
-
-func writeGhostError(w http.ResponseWriter, status int, e ghostError) {
-	writeJSON(w, status, map[string][]ghostError{"errors": {e}})
-}
-
-func notFound(w http.ResponseWriter, what string) {
-	writeGhostError(w, http.StatusNotFound, ghostError{Type: "NotFoundError", Message: what + " not found."})
-}
-
-func validationFailed(w http.ResponseWriter, ve *webhook.ValidationError) {
-	e := ghostError{Type: "ValidationError", Message: ve.Message}
-	if ve.Field != "" {
-		p := ve.Field
-		e.Property = &p
+// storeError answers an error from the webhook store for a request at action.
+func (d Deps) storeError(w http.ResponseWriter, r *http.Request, action string, err error) {
+	var ve *webhook.ValidationError
+	switch {
+	case errors.Is(err, webhook.ErrDuplicate):
+		writeAPIError(w, action, &apiError{Type: "ValidationError", Message: msgDuplicate})
+	case errors.Is(err, webhook.ErrNotFound):
+		writeAPIError(w, action, &apiError{Type: "NotFoundError", Message: msgWebhookNotFound})
+	case errors.Is(err, webhook.ErrUnknownIntegration):
+		writeAPIError(w, action, &apiError{Type: "ValidationError", Message: "Validation failed for 'integration_id'.",
+			Context: "'integration_id' value does not match any existing integration.",
+			Help:    "Provide the 'integration_id' of an existing integration."})
+	case errors.As(err, &ve):
+		// The relay's own rules, which Ghost does not have (see the README's list of
+		// deliberate differences): Ghost's shape, the relay's reason.
+		writeAPIError(w, action, &apiError{Type: "ValidationError", Message: ve.Message, Property: ve.Field, Help: relayRuleHelp[ve.Field]})
+	default:
+		internalError(d, w, r, action, err)
 	}
-	writeGhostError(w, http.StatusUnprocessableEntity, e)
 }
 
-func internalError(d Deps, w http.ResponseWriter, r *http.Request, err error) {
+// relayRuleHelp says what the relay accepts where it is stricter than Ghost.
+var relayRuleHelp = map[string]string{
+	"event":      "Use an event the relay knows (relay.event_types), a trailing wildcard such as post.*, or *.",
+	"target_url": "The relay delivers to absolute http:// and https:// URLs only.",
+	"secret":     "Use any text, or a Standard Webhooks secret: whsec_ followed by base64.",
+}
+
+// internalError is Ghost's answer to a failure that is not the caller's; the cause is
+// logged, never shown.
+func internalError(d Deps, w http.ResponseWriter, r *http.Request, action string, err error) {
 	d.Log.Error().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("Admin API request failed")
-	writeGhostError(w, http.StatusInternalServerError, ghostError{Type: "InternalServerError", Message: "An unexpected error occurred."})
-}
-
-// versionOK refuses a legacy version segment that no Ghost ever had.
-func versionOK(w http.ResponseWriter, r *http.Request) bool {
-	if v := r.PathValue("version"); v != "" && !ghostVersion.MatchString(v) {
-		writeGhostError(w, http.StatusNotFound, ghostError{Type: "NotFoundError", Message: "Resource not found"})
-		return false
-	}
-	return true
+	writeAPIError(w, action, &apiError{Type: "InternalServerError", Message: msgUnexpected, Code: "UNEXPECTED_ERROR"})
 }
 
 // ghostTime is Ghost's timestamp format: UTC with milliseconds.
@@ -121,89 +126,29 @@ func toGhost(w webhook.Webhook) ghostWebhook {
 	return g
 }
 
-// webhookInput is what a client may send for one webhook. Fields Ghost serialises but
-// nobody may set (id, timestamps, last_triggered_*) are ignored, as Ghost ignores them.
-type webhookInput struct {
-	Event         *string `json:"event"`
-	TargetURL     *string `json:"target_url"`
-	Name          *string `json:"name"`
-	Secret        *string `json:"secret"`
-	APIVersion    *string `json:"api_version"`
-	IntegrationID *string `json:"integration_id"`
-	// Status is the relay's: "active" re-enables a disabled webhook. Edit only.
-	Status *string `json:"status"`
-}
-
-func (in webhookInput) input() webhook.Input {
-	return webhook.Input{
-		Event: in.Event, TargetURL: in.TargetURL, Name: in.Name, Secret: in.Secret,
-		APIVersion: in.APIVersion, IntegrationID: in.IntegrationID, Status: in.Status,
-	}
-}
-
-// errBadBody is a body that is not what Ghost accepts at all (as opposed to a field
-// that fails validation): Ghost answers it 400.
-type errBadBody struct{ msg string }
-
-func (e *errBadBody) Error() string { return e.msg }
-
-// readWebhookBody reads {"webhooks":[{...}]} with exactly one webhook.
-func readWebhookBody(w http.ResponseWriter, r *http.Request) (webhookInput, error) {
-	var in webhookInput
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
+// ownWebhook is the permission step of Ghost's edit and destroy (and of the relay's
+// read): the webhook must exist (404) and belong to the calling integration (403, with
+// Ghost's text for method). A webhook of no integration is the operator's: no key may
+// touch it, as in Ghost, where every webhook has an integration and a key only reaches
+// its own. The webhook's integration never changes after creation, so checking before
+// acting cannot race with a change of owner.
+func (d Deps) ownWebhook(w http.ResponseWriter, r *http.Request, action, method, id string) bool {
+	owner, err := webhook.Store{Pool: d.Pool}.Owner(r.Context(), id)
 	if err != nil {
-		return in, err
+		d.storeError(w, r, action, err)
+		return false
 	}
-	var root struct {
-		Webhooks json.RawMessage `json:"webhooks"`
+	if owner == nil || *owner != caller(r.Context()).IntegrationID {
+		writeAPIError(w, action, noPermission(method))
+		return false
 	}
-	if err := json.Unmarshal(body, &root); err != nil {
-		return in, &errBadBody{"Request body is not valid JSON."}
-	}
-	var list []json.RawMessage
-	if len(root.Webhooks) == 0 || string(root.Webhooks) == "null" || json.Unmarshal(root.Webhooks, &list) != nil {
-		return in, &errBadBody{"No root key ('webhooks') provided."}
-	}
-	if len(list) != 1 {
-		return in, &webhook.ValidationError{Field: "webhooks", Message: fmt.Sprintf("Validation error, cannot save webhook. Expected exactly one webhook, got %d.", len(list))}
-	}
-	if err := json.Unmarshal(list[0], &in); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return in, &webhook.ValidationError{Field: te.Field, Message: fmt.Sprintf("Validation error, cannot save webhook. %s must be a string.", te.Field)}
-		}
-		return in, &errBadBody{"Each webhook must be a JSON object."}
-	}
-	return in, nil
-}
-
-// answerError maps an error from reading or saving a webhook to Ghost's responses.
-func (d Deps) answerError(w http.ResponseWriter, r *http.Request, err error) {
-	var ve *webhook.ValidationError
-	var bad *errBadBody
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &ve):
-		validationFailed(w, ve)
-	case errors.As(err, &bad):
-		writeGhostError(w, http.StatusBadRequest, ghostError{Type: "BadRequestError", Message: bad.msg})
-	case errors.As(err, &tooBig):
-		writeGhostError(w, http.StatusRequestEntityTooLarge, ghostError{Type: "RequestEntityTooLargeError",
-			Message: fmt.Sprintf("Request is larger than the maximum the server allows (%d bytes).", maxAdminBody)})
-	case errors.Is(err, webhook.ErrNotFound):
-		notFound(w, "Webhook")
-	default:
-		internalError(d, w, r, err)
-	}
+	return true
 }
 
 func (d Deps) adminBrowse(w http.ResponseWriter, r *http.Request) {
-	if !versionOK(w, r) {
-		return
-	}
-	list, err := webhook.Store{Pool: d.Pool}.List(r.Context())
+	list, err := webhook.Store{Pool: d.Pool}.ListOf(r.Context(), caller(r.Context()).IntegrationID)
 	if err != nil {
-		internalError(d, w, r, err)
+		internalError(d, w, r, actionBrowse, err)
 		return
 	}
 	out := make([]ghostWebhook, len(list))
@@ -219,71 +164,102 @@ func (d Deps) adminBrowse(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d Deps) adminRead(w http.ResponseWriter, r *http.Request) {
-	if !versionOK(w, r) {
+	id := r.PathValue("id")
+	if e := checkGhostID(id); e != nil {
+		writeAPIError(w, actionRead, e)
 		return
 	}
-	wh, err := webhook.Store{Pool: d.Pool}.Get(r.Context(), r.PathValue("id"))
+	if !d.ownWebhook(w, r, actionRead, "read", id) {
+		return
+	}
+	wh, err := webhook.Store{Pool: d.Pool}.Get(r.Context(), id)
 	if err != nil {
-		d.answerError(w, r, err)
+		d.storeError(w, r, actionRead, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string][]ghostWebhook{"webhooks": {toGhost(wh)}})
 }
 
 func (d Deps) adminAdd(w http.ResponseWriter, r *http.Request) {
-	if !versionOK(w, r) {
+	data, e := readGhostBody(w, r)
+	if e != nil {
+		writeAPIError(w, actionNone, e)
 		return
 	}
-	in, err := readWebhookBody(w, r)
+	if e := validateAddBody(data); e != nil {
+		writeAPIError(w, actionAdd, e)
+		return
+	}
+	in, e := webhookFields(data, false)
+	if e != nil {
+		writeAPIError(w, actionAdd, e)
+		return
+	}
+	// As in Ghost (the webhooks input serializer), a webhook added with an
+	// integration's key belongs to that integration, whatever the body says.
+	who := caller(r.Context())
+	in.IntegrationID = &who.IntegrationID
+	wh, err := webhook.Store{Pool: d.Pool}.Add(r.Context(), in)
 	if err != nil {
-		d.answerError(w, r, err)
+		d.storeError(w, r, actionAdd, err)
 		return
 	}
-	// As in Ghost, a webhook created with an integration's key belongs to that
-	// integration unless the body says otherwise; here the key plays the integration.
-	if in.IntegrationID == nil || *in.IntegrationID == "" {
-		k := keyID(r.Context())
-		in.IntegrationID = &k
-	}
-	wh, err := webhook.Store{Pool: d.Pool}.Add(r.Context(), in.input())
-	if err != nil {
-		d.answerError(w, r, err)
-		return
-	}
-	d.Log.Info().Str("key_id", keyID(r.Context())).Str("webhook_id", wh.ID).Str("event", wh.Event).
-		Msg("webhook added through the Admin API")
+	d.Log.Info().Str("key_id", who.KeyID).Str("integration_id", who.IntegrationID).Str("webhook_id", wh.ID).
+		Str("event", wh.Event).Msg("webhook added through the Admin API")
 	writeJSON(w, http.StatusCreated, map[string][]ghostWebhook{"webhooks": {toGhost(wh)}})
 }
 
 func (d Deps) adminEdit(w http.ResponseWriter, r *http.Request) {
-	if !versionOK(w, r) {
-		return
-	}
-	in, err := readWebhookBody(w, r)
-	if err != nil {
-		d.answerError(w, r, err)
-		return
-	}
 	id := r.PathValue("id")
-	wh, err := webhook.Store{Pool: d.Pool}.Edit(r.Context(), id, in.input())
-	if err != nil {
-		d.answerError(w, r, err)
+	data, e := readGhostBody(w, r)
+	if e != nil {
+		writeAPIError(w, actionNone, e)
 		return
 	}
-	d.Log.Info().Str("key_id", keyID(r.Context())).Str("webhook_id", wh.ID).Str("event", wh.Event).
-		Str("status", wh.Status).Msg("webhook edited through the Admin API")
+	if e := validateEditBody(id, data); e != nil {
+		writeAPIError(w, actionEdit, e)
+		return
+	}
+	if !d.ownWebhook(w, r, actionEdit, "edit", id) {
+		return
+	}
+	in, e := webhookFields(data, true)
+	if e != nil {
+		writeAPIError(w, actionEdit, e)
+		return
+	}
+	wh, err := webhook.Store{Pool: d.Pool}.Edit(r.Context(), id, in)
+	if err != nil {
+		d.storeError(w, r, actionEdit, err)
+		return
+	}
+	who := caller(r.Context())
+	d.Log.Info().Str("key_id", who.KeyID).Str("integration_id", who.IntegrationID).Str("webhook_id", wh.ID).
+		Str("event", wh.Event).Str("status", wh.Status).Msg("webhook edited through the Admin API")
 	writeJSON(w, http.StatusOK, map[string][]ghostWebhook{"webhooks": {toGhost(wh)}})
 }
 
 func (d Deps) adminDelete(w http.ResponseWriter, r *http.Request) {
-	if !versionOK(w, r) {
-		return
-	}
 	id := r.PathValue("id")
-	if err := (webhook.Store{Pool: d.Pool}).Remove(r.Context(), id); err != nil {
-		d.answerError(w, r, err)
+	// Ghost's body parser reads a DELETE's JSON body too, and refuses one that does
+	// not parse.
+	if _, e := readGhostBody(w, r); e != nil {
+		writeAPIError(w, actionNone, e)
 		return
 	}
-	d.Log.Info().Str("key_id", keyID(r.Context())).Str("webhook_id", id).Msg("webhook deleted through the Admin API")
+	if e := checkGhostID(id); e != nil {
+		writeAPIError(w, actionDelete, e)
+		return
+	}
+	if !d.ownWebhook(w, r, actionDelete, "destroy", id) {
+		return
+	}
+	if err := (webhook.Store{Pool: d.Pool}).Remove(r.Context(), id); err != nil {
+		d.storeError(w, r, actionDelete, err)
+		return
+	}
+	who := caller(r.Context())
+	d.Log.Info().Str("key_id", who.KeyID).Str("integration_id", who.IntegrationID).Str("webhook_id", id).
+		Msg("webhook deleted through the Admin API")
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -40,18 +40,13 @@ func (d Deps) auditError(w http.ResponseWriter, r *http.Request, err error) {
 	var inv *audit.InvalidError
 	switch {
 	case errors.As(err, &inv):
-		e := ghostError{Type: "ValidationError", Message: inv.Message}
-		if inv.Field != "" {
-			p := inv.Field
-			e.Property = &p
-		}
-		writeGhostError(w, http.StatusUnprocessableEntity, e)
+		writeAPIError(w, actionNone, &apiError{Type: "ValidationError", Message: inv.Message, Property: inv.Field})
 	case errors.Is(err, audit.ErrNotFound):
-		writeGhostError(w, http.StatusNotFound, ghostError{Type: "NotFoundError", Message: "Resource not found."})
+		writeAPIError(w, actionNone, &apiError{Type: "NotFoundError", Message: "Resource not found."})
 	case errors.Is(err, audit.ErrInFlight), errors.Is(err, audit.ErrWebhookInactive):
-		writeGhostError(w, http.StatusConflict, ghostError{Type: "ConflictError", Message: err.Error()})
+		writeAPIError(w, actionNone, &apiError{Type: "ConflictError", Message: err.Error()})
 	default:
-		internalError(d, w, r, err)
+		internalError(d, w, r, actionNone, err)
 	}
 }
 

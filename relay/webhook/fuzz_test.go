@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/relayhq/relay/relay/webhook"
 )
@@ -29,8 +30,8 @@ func FuzzValidateTargetURL(f *testing.F) {
 			}
 			return
 		}
-		if len(s) > 2000 {
-			t.Fatalf("accepted %d characters", len(s))
+		if n := utf8.RuneCountInString(s); n > 2000 {
+			t.Fatalf("accepted %d characters", n)
 		}
 		u, perr := url.Parse(s)
 		if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
@@ -39,13 +40,14 @@ func FuzzValidateTargetURL(f *testing.F) {
 	})
 }
 
-// FuzzValidateEvent: never panics; what it accepts is lowercase, non-empty, <= 50.
+// FuzzValidateEvent: never panics; what it accepts is lowercase, non-empty, at most 50
+// characters (as relay.webhooks.event, varchar(50), counts them).
 func FuzzValidateEvent(f *testing.F) {
 	for _, s := range []string{"post.added", "post.*", "*", "", "Post.Added", strings.Repeat("x", 51), "stripe.invoice.paid"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if webhook.ValidateEvent(s) == nil && (s == "" || len(s) > 50 || s != strings.ToLower(s)) {
+		if webhook.ValidateEvent(s) == nil && (s == "" || utf8.RuneCountInString(s) > 50 || s != strings.ToLower(s)) {
 			t.Fatalf("accepted %q", s)
 		}
 	})

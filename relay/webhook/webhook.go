@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -57,7 +58,8 @@ func MaskSecret(s string) string {
 	return "****"
 }
 
-// ValidationError is bad input from the caller; the Admin API answers it with 422.
+// ValidationError is bad input from the caller: Message is one sentence about Field,
+// fit for a CLI error line and for the context of an Admin API error (422).
 type ValidationError struct {
 	Field   string
 	Message string
@@ -65,16 +67,36 @@ type ValidationError struct {
 
 func (e *ValidationError) Error() string { return e.Message }
 
-// ErrNotFound is returned for an unknown webhook id.
-var ErrNotFound = errors.New("webhook not found")
+var (
+	// ErrNotFound is returned for an unknown webhook id.
+	ErrNotFound = errors.New("webhook not found")
+	// ErrDuplicate is returned when another webhook has the same event and target URL
+	// (compared case-insensitively, as Ghost compares them).
+	ErrDuplicate = errors.New("target URL has already been used for this event")
+	// ErrUnknownIntegration is returned for an integration_id that names no integration.
+	ErrUnknownIntegration = errors.New("integration_id does not match any existing integration")
+)
 
-// Input is what a caller may set. Nil fields are left as they are on Edit.
+// Nullable is an optional, nullable field of an edit: left as it is unless Set, and
+// cleared when Set with a nil Value (JSON null).
+type Nullable struct {
+	Set   bool
+	Value *string
+}
+
+// Value is a Nullable set to s.
+func Value(s string) Nullable { return Nullable{Set: true, Value: &s} }
+
+// Input is what a caller may set. On Edit, nil pointers and unset Nullables are left as
+// they are.
 type Input struct {
-	Event         *string
-	TargetURL     *string
-	Name          *string
-	Secret        *string
-	APIVersion    *string
+	Event      *string
+	TargetURL  *string
+	Name       Nullable // "" is stored as no name, as Ghost stores it
+	Secret     Nullable // "" is stored as no secret
+	APIVersion *string
+	// IntegrationID is the owning integration, set by Add only: a webhook never changes
+	// integration (Ghost's edit ignores integration_id too).
 	IntegrationID *string
 	// Status re-enables ("active") or disables ("disabled") a webhook.
 	Status *string
@@ -94,17 +116,18 @@ func GenerateSecret() (string, error) {
 	return "whsec_" + base64.StdEncoding.EncodeToString(b), nil
 }
 
-// ValidateTargetURL accepts an absolute http(s) URL of at most 2000 characters.
+// ValidateTargetURL accepts an absolute http(s) URL of at most 2000 characters. Ghost
+// also takes relative references and other schemes; the relay cannot deliver to those.
 func ValidateTargetURL(s string) error {
 	if s == "" {
-		return &ValidationError{"target_url", "Validation error, cannot save webhook. target_url is required."}
+		return &ValidationError{"target_url", "target_url is required."}
 	}
-	if len(s) > 2000 {
-		return &ValidationError{"target_url", "Validation error, cannot save webhook. target_url must be at most 2000 characters."}
+	if utf8.RuneCountInString(s) > 2000 {
+		return &ValidationError{"target_url", "target_url must be at most 2000 characters."}
 	}
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
-		return &ValidationError{"target_url", fmt.Sprintf("Validation error, cannot save webhook. target_url must be an absolute http(s) URL, got %q.", truncate(s, 100))}
+		return &ValidationError{"target_url", fmt.Sprintf("target_url must be an absolute http:// or https:// URL, got %q.", truncate(s, 100))}
 	}
 	return nil
 }
@@ -114,11 +137,11 @@ func ValidateTargetURL(s string) error {
 func ValidateEvent(s string) error {
 	switch {
 	case s == "":
-		return &ValidationError{"event", "Validation error, cannot save webhook. event is required."}
-	case len(s) > 50:
-		return &ValidationError{"event", "Validation error, cannot save webhook. event must be at most 50 characters."}
+		return &ValidationError{"event", "event is required."}
+	case utf8.RuneCountInString(s) > 50:
+		return &ValidationError{"event", "event must be at most 50 characters."}
 	case s != strings.ToLower(s):
-		return &ValidationError{"event", fmt.Sprintf("Validation error, cannot save webhook. event must be lowercase, got %q.", s)}
+		return &ValidationError{"event", fmt.Sprintf("event must be lowercase, got %q.", s)}
 	}
 	return nil
 }
@@ -129,6 +152,10 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// DefaultAPIVersion is a new webhook's api_version when none is given: the Ghost
+// version whose Admin API the relay answers as (Ghost uses its own version).
+const DefaultAPIVersion = "v6.65"
 
 // Store reads and writes relay.webhooks.
 type Store struct{ Pool *pgxpool.Pool }
@@ -155,14 +182,14 @@ func (s Store) Add(ctx context.Context, in Input) (Webhook, error) {
 	if err := validate(in); err != nil {
 		return Webhook{}, err
 	}
-	apiVersion := "v5"
+	apiVersion := DefaultAPIVersion
 	if in.APIVersion != nil && *in.APIVersion != "" {
 		apiVersion = *in.APIVersion
 	}
 	stripeSig := in.StripeSignature != nil && *in.StripeSignature
 	row := s.Pool.QueryRow(ctx, `INSERT INTO relay.webhooks (event, target_url, name, secret, api_version, integration_id, stripe_signature)
 		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING `+columns,
-		*in.Event, *in.TargetURL, in.Name, emptyNil(in.Secret), apiVersion, in.IntegrationID, stripeSig)
+		*in.Event, *in.TargetURL, emptyNil(in.Name.Value), emptyNil(in.Secret.Value), apiVersion, in.IntegrationID, stripeSig)
 	w, err := scan(row)
 	if err != nil {
 		return Webhook{}, mapError(err)
@@ -170,31 +197,40 @@ func (s Store) Add(ctx context.Context, in Input) (Webhook, error) {
 	return w, nil
 }
 
-// Edit changes the fields set in in.
+// ValidateStatus accepts what an edit may set a webhook's status to.
+func ValidateStatus(s string) error {
+	if s != "active" && s != "disabled" {
+		return &ValidationError{"status", "status must be active or disabled."}
+	}
+	return nil
+}
+
+// Edit changes the fields set in in; in.IntegrationID is ignored.
 func (s Store) Edit(ctx context.Context, id string, in Input) (Webhook, error) {
 	if err := validate(in); err != nil {
 		return Webhook{}, err
 	}
-	if in.Status != nil && *in.Status != "active" && *in.Status != "disabled" {
-		return Webhook{}, &ValidationError{"status", "Validation error, cannot edit webhook. status must be active or disabled."}
+	if in.Status != nil {
+		if err := ValidateStatus(*in.Status); err != nil {
+			return Webhook{}, err
+		}
 	}
 	row := s.Pool.QueryRow(ctx, `UPDATE relay.webhooks SET
 		event = coalesce($2, event),
 		target_url = coalesce($3, target_url),
-		name = coalesce($4, name),
-		secret = CASE WHEN $5::text IS NULL THEN secret ELSE nullif($5, '') END,
-		api_version = coalesce($6, api_version),
-		integration_id = coalesce($7, integration_id),
-		status = coalesce($8, status),
-		disabled_reason = CASE WHEN $8::text = 'active' THEN NULL
-		                       WHEN $8::text = 'disabled' AND status = 'active' THEN 'disabled by operator'
+		name = CASE WHEN $4 THEN nullif($5, '') ELSE name END,
+		secret = CASE WHEN $6 THEN nullif($7, '') ELSE secret END,
+		api_version = coalesce($8, api_version),
+		status = coalesce($9, status),
+		disabled_reason = CASE WHEN $9::text = 'active' THEN NULL
+		                       WHEN $9::text = 'disabled' AND status = 'active' THEN 'disabled by operator'
 		                       ELSE disabled_reason END,
-		stripe_signature = CASE WHEN $9::boolean IS NOT NULL THEN $9
+		stripe_signature = CASE WHEN $10::boolean IS NOT NULL THEN $10
 		                        WHEN ($2::text IS NOT NULL AND $2 <> event) OR ($3::text IS NOT NULL AND $3 <> target_url) THEN false
 		                        ELSE stripe_signature END,
 		updated_at = now()
 		WHERE id = $1 RETURNING `+columns,
-		id, in.Event, in.TargetURL, in.Name, in.Secret, in.APIVersion, in.IntegrationID, in.Status, in.StripeSignature)
+		id, in.Event, in.TargetURL, in.Name.Set, in.Name.Value, in.Secret.Set, in.Secret.Value, in.APIVersion, in.Status, in.StripeSignature)
 	w, err := scan(row)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Webhook{}, ErrNotFound
@@ -237,9 +273,32 @@ func (s Store) Get(ctx context.Context, id string) (Webhook, error) {
 	return w, nil
 }
 
+// Owner returns the integration a webhook belongs to (nil: the operator's), or
+// ErrNotFound.
+func (s Store) Owner(ctx context.Context, id string) (*string, error) {
+	var owner *string
+	err := s.Pool.QueryRow(ctx, `SELECT integration_id FROM relay.webhooks WHERE id = $1`, id).Scan(&owner)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get webhook %s: %w", id, err)
+	}
+	return owner, nil
+}
+
+// ListOf returns the webhooks of one integration, oldest first.
+func (s Store) ListOf(ctx context.Context, integrationID string) ([]Webhook, error) {
+	return s.list(ctx, `SELECT `+columns+` FROM relay.webhooks WHERE integration_id = $1 ORDER BY created_at, id`, integrationID)
+}
+
 // List returns every webhook, oldest first.
 func (s Store) List(ctx context.Context) ([]Webhook, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+columns+` FROM relay.webhooks ORDER BY created_at, id`)
+	return s.list(ctx, `SELECT `+columns+` FROM relay.webhooks ORDER BY created_at, id`)
+}
+
+func (s Store) list(ctx context.Context, query string, args ...any) ([]Webhook, error) {
+	rows, err := s.Pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list webhooks: %w", err)
 	}
@@ -261,16 +320,21 @@ func validate(in Input) error {
 			return err
 		}
 	}
-	if in.Name != nil && len(*in.Name) > 191 {
-		return &ValidationError{"name", "Validation error, cannot save webhook. name must be at most 191 characters."}
+	if in.Name.Value != nil && utf8.RuneCountInString(*in.Name.Value) > 191 {
+		return &ValidationError{"name", "name must be at most 191 characters."}
 	}
-	if in.Secret != nil && len(*in.Secret) > 191 {
-		return &ValidationError{"secret", "Validation error, cannot save webhook. secret must be at most 191 characters."}
-	}
-	if in.Secret != nil && strings.HasPrefix(*in.Secret, "whsec_") {
-		if _, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(*in.Secret, "whsec_")); err != nil {
-			return &ValidationError{"secret", "Validation error, cannot save webhook. a whsec_ secret must be followed by base64."}
+	if sec := in.Secret.Value; sec != nil {
+		if utf8.RuneCountInString(*sec) > 191 {
+			return &ValidationError{"secret", "secret must be at most 191 characters."}
 		}
+		if strings.HasPrefix(*sec, "whsec_") {
+			if _, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(*sec, "whsec_")); err != nil {
+				return &ValidationError{"secret", "A secret that starts with whsec_ must be followed by base64 (the Standard Webhooks key)."}
+			}
+		}
+	}
+	if in.APIVersion != nil && utf8.RuneCountInString(*in.APIVersion) > 50 {
+		return &ValidationError{"api_version", "api_version must be at most 50 characters."}
 	}
 	return nil
 }
@@ -287,15 +351,25 @@ func mapError(err error) error {
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
 		case "23505":
-			return &ValidationError{"target_url", "Target URL has already been used for this event."}
+			return ErrDuplicate
+		case "23503":
+			return ErrUnknownIntegration
 		case "22023":
-			return &ValidationError{"event", "Validation error, cannot save webhook. " + pgErr.Message + "."}
+			// relay.check_webhook: "unknown webhook event 'x'" or "... must be lowercase".
+			return &ValidationError{"event", upperFirst(pgErr.Message) + "."}
 		case "23514", "22001":
 			if pgErr.ConstraintName == "webhooks_stripe_signature_pattern" {
-				return &ValidationError{"stripe_signature", "Validation error, cannot save webhook. Only a stripe.* or stripe.<type> webhook can receive Stripe's signature."}
+				return &ValidationError{"stripe_signature", "Only a stripe.* or stripe.<type> webhook can receive Stripe's signature."}
 			}
-			return &ValidationError{"", "Validation error, cannot save webhook. " + pgErr.Message + "."}
+			return &ValidationError{"", upperFirst(pgErr.Message) + "."}
 		}
 	}
 	return fmt.Errorf("save webhook: %w", err)
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }

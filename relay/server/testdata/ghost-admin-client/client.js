@@ -13,7 +13,7 @@ async function expectError(step, fn) {
         await fn();
         report(step, {ok: true});
     } catch (err) {
-        report(step, {ok: false, name: err.name, type: err.type, message: err.message});
+        report(step, {ok: false, name: err.name, type: err.type, message: err.message, context: err.context, code: err.code});
     }
 }
 
