@@ -338,7 +338,21 @@ func TestListingsMaskCredentialsInTargetURLs(t *testing.T) {
 	for _, path := range []string{"/relay/v1/deliveries", fmt.Sprintf("/relay/v1/deliveries/%d", deliveryID), "/relay/v1/events/" + eventID} {
 		check("GET "+path, get(path))
 	}
-	// Ghost's Admin API gives the caller back what it set.
+	// Ghost's Admin API gives the caller back what it set: the integration's own webhook,
+	// credentials and all.
+	own := strings.Replace(target, "/hook?", "/own?", 1)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+p.addr+"/ghost/api/admin/webhooks/",
+		strings.NewReader(`{"webhooks":[{"event":"post.published","target_url":`+strconv.Quote(own)+`}]}`))
+	req.Header.Set("Authorization", "Ghost "+ghostToken(t, key))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("Admin API add: %d", resp.StatusCode)
+	}
 	if out := get("/ghost/api/admin/webhooks/"); !strings.Contains(out, secrets[0]) || !strings.Contains(out, secrets[1]) {
 		t.Errorf("the Admin API does not return the target URL as set:\n%s", out)
 	}
