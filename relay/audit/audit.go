@@ -37,12 +37,12 @@ var Statuses = []string{"pending", "succeeded", "failed", "cancelled"}
 
 // Event is one committed event.
 type Event struct {
-	ID        string          `json:"id"`
-	Event     string          `json:"event"`
-	CreatedAt time.Time       `json:"created_at"`
+	ID        string    `json:"id"`
+	Event     string    `json:"event"`
+	CreatedAt time.Time `json:"created_at"`
 	// Source is who created the event: "emit", "stripe" or "ghost:<site id>".
-	Source string `json:"source"`
-	Data      json.RawMessage `json:"data,omitempty"` // only from GetEvent: bodies can be 1 MiB each
+	Source string          `json:"source"`
+	Data   json.RawMessage `json:"data,omitempty"` // only from GetEvent: bodies can be 1 MiB each
 	// DeliveryCounts counts the event's deliveries by status (in lists).
 	DeliveryCounts map[string]int `json:"delivery_counts,omitempty"`
 	// Deliveries are the event's deliveries with their attempts (from GetEvent).
