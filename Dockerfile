@@ -20,7 +20,7 @@ ARG VERSION=dev
 # CGO_ENABLED=0: a static binary, which is what lets the runtime image have no libc.
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=linux go build -trimpath -buildvcs=false \
-      -ldflags "-s -w -X github.com/relayhq/relay/relay.Version=${VERSION}" \
+      -ldflags "-s -w -X github.com/relayhq/relay/relay/internal/version.Version=${VERSION}" \
       -o /out/relay ./cmd/relay
 
 # distroless/static: CA certificates (for https:// receivers), tzdata and a nonroot

@@ -17,11 +17,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/relayhq/relay/outbox"
-	"github.com/relayhq/relay/relay"
+	"github.com/relayhq/relay/relay/internal/pipeline"
 	"github.com/relayhq/relay/relay/receiver"
-	"github.com/relayhq/relay/relay/relaytest"
+	"github.com/relayhq/relay/relay/internal/relaytest"
 	"github.com/relayhq/relay/relay/signing"
-	"github.com/relayhq/relay/relay/webhook"
+	"github.com/relayhq/relay/relay/internal/webhook"
 	"github.com/relayhq/relay/testutil"
 )
 
@@ -196,7 +196,7 @@ func TestRelayDeliveriesVerifyAtTheReceiver(t *testing.T) {
 
 	cfg := relaytest.Config(t)
 	cfg.PollInterval = 200 * time.Millisecond
-	cfg.Retry = relay.RetryPolicy{Schedule: []time.Duration{time.Hour}}
+	cfg.Retry = pipeline.RetryPolicy{Schedule: []time.Duration{time.Hour}}
 	relaytest.Start(t, db.Pool, cfg)
 
 	var id string

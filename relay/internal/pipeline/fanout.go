@@ -1,0 +1,218 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayhq/relay/relay/internal/metrics"
+)
+
+// The outbox topic and the consumer group every relay shares. Subscribers of one group
+// take turns on the outbox, so each event is fanned out by one relay at a time.
+const (
+	outboxTopic   = "outbox"
+	consumerGroup = "relay"
+)
+
+// fanoutSQL creates one delivery per active webhook that matches an event and existed
+// when it was emitted, for the event $1 and the events after it that this transaction
+// can see (at most $2): the rest of the subscriber's batch, in one statement instead of
+// one per event. The subscriber's REPEATABLE READ snapshot is the one its batch was
+// read with, so "visible" means the same here. ON CONFLICT makes every replay a no-op
+// (a batch re-read after a crash, events fanned out ahead of the consumer offset, a
+// nack that re-runs the handler in the same transaction): one row per (event, webhook).
+// Delivery ids follow (transaction_id, offset), which is the order first attempts start.
+const fanoutSQL = `
+WITH cur AS (
+    SELECT transaction_id, "offset" FROM relay.outbox WHERE "uuid"::uuid = $1::uuid
+), evs AS (
+    -- LATERAL makes cur's values parameters of the index scan, which then starts at
+    -- the current event; as a plain join the planner scans the outbox from its start.
+    SELECT e.* FROM cur CROSS JOIN LATERAL (
+        SELECT o."uuid", o.metadata ->> 'event' AS event, o.created_at, o.transaction_id, o."offset"
+          FROM relay.outbox o
+         WHERE (o.transaction_id, o."offset") >= (cur.transaction_id, cur."offset")
+           AND o.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY o.transaction_id, o."offset"
+         LIMIT $2
+    ) e
+), ins AS (
+    INSERT INTO relay.deliveries (event_id, webhook_id, next_attempt_at)
+    SELECT e."uuid"::uuid, w.id, now()
+      FROM evs e
+      JOIN relay.webhooks w
+        ON w.status = 'active'
+       AND w.created_at <= e.created_at
+       AND (w.event = e.event
+            OR w.event = '*'
+            OR (right(w.event, 2) = '.*' AND starts_with(e.event, left(w.event, -1))))
+     ORDER BY e.transaction_id, e."offset", w.id
+    ON CONFLICT (event_id, webhook_id) DO NOTHING
+    RETURNING 1
+), notified AS (
+    SELECT pg_notify('relay_deliveries', '') FROM (SELECT 1 FROM ins LIMIT 1) AS any_new
+)
+SELECT e."uuid" FROM evs e, (SELECT count(*) FROM notified) AS n`
+
+// fanouter is the Watermill handler of the outbox. It runs inside the subscriber's own
+// transaction (sql.TxFromContext), so the delivery rows commit together with the
+// consumer group's offset: an event is fanned out exactly once.
+//
+// The subscriber hands a batch over one message at a time, each waiting for the
+// previous ack; the first message's statement fans out the whole batch, and the
+// following messages of the same transaction find themselves already covered.
+type fanouter struct {
+	batch int
+
+	mu      sync.Mutex
+	tx      wsql.Tx             // the transaction covered belongs to
+	covered map[string]struct{} // events fanned out in tx
+}
+
+func (f *fanouter) handle(msg *message.Message) error {
+	tx, ok := wsql.TxFromContext(msg.Context())
+	if !ok {
+		return errors.New("fanout: no subscriber transaction in the message context")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.tx == tx {
+		if _, done := f.covered[msg.UUID]; done {
+			return nil
+		}
+	}
+	rows, err := tx.QueryContext(msg.Context(), fanoutSQL, msg.UUID, f.batch)
+	if err != nil {
+		return fmt.Errorf("fanout event %s: %w", msg.UUID, err)
+	}
+	covered := make(map[string]struct{}, f.batch)
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			_ = rows.Close()
+			return fmt.Errorf("fanout event %s: %w", msg.UUID, err)
+		}
+		covered[id] = struct{}{}
+	}
+	closeErr := rows.Close()
+	// watermill-sql's Rows has no Err, but pgx reports a failed query only there.
+	if r, ok := rows.(interface{ Err() error }); ok && closeErr == nil {
+		closeErr = r.Err()
+	}
+	if err := closeErr; err != nil {
+		return fmt.Errorf("fanout event %s: %w", msg.UUID, err)
+	}
+	if _, done := covered[msg.UUID]; !done {
+		return fmt.Errorf("fanout event %s: not visible to the subscriber's transaction", msg.UUID)
+	}
+	f.tx, f.covered = tx, covered
+	return nil
+}
+
+// countedFanout is fanout counting each event it read. A replayed batch counts again:
+// the counter is what this process did, the delivery rows are what happened.
+func countedFanout(m *metrics.Metrics, handle message.NoPublishHandlerFunc) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		if err := handle(msg); err != nil {
+			return err
+		}
+		m.EventRead()
+		return nil
+	}
+}
+
+func outboxSchema(batch int) wsql.DefaultPostgreSQLSchema {
+	return wsql.DefaultPostgreSQLSchema{
+		GenerateMessagesTableName: func(string) string { return "relay.outbox" },
+		SubscribeBatchSize:        batch,
+	}
+}
+
+func outboxOffsets() wsql.DefaultPostgreSQLOffsetsAdapter {
+	return wsql.DefaultPostgreSQLOffsetsAdapter{
+		GenerateMessagesOffsetsTableName: func(string) string { return "relay.outbox_offsets" },
+	}
+}
+
+func newOutboxSubscriber(pool *pgxpool.Pool, cfg Config, wake <-chan struct{}, closing <-chan struct{}, logger watermill.LoggerAdapter) (*wsql.Subscriber, error) {
+	ackDeadline := 30 * time.Second
+	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
+		ConsumerGroup:  consumerGroup,
+		AckDeadline:    &ackDeadline,
+		PollInterval:   cfg.PollInterval,
+		ResendInterval: 100 * time.Millisecond,
+		RetryInterval:  time.Second,
+		BackoffManager: &wakeBackoff{wake: wake, closing: closing, poll: cfg.PollInterval, retry: time.Second},
+		SchemaAdapter:  outboxSchema(cfg.OutboxBatch),
+		OffsetsAdapter: outboxOffsets(),
+	}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("create outbox subscriber: %w", err)
+	}
+	return sub, nil
+}
+
+// wakeBackoff replaces watermill-sql's fixed poll sleep with "sleep until notified or
+// the poll interval passes". After a notification it re-polls quickly for a moment:
+// an event is visible to the subscriber only once every older transaction in the
+// cluster has ended (pg_snapshot_xmin), which can lag the commit by a few ms.
+// The subscriber calls it from its single consume loop, so the state needs no lock.
+type wakeBackoff struct {
+	wake    <-chan struct{}
+	closing <-chan struct{}
+	poll    time.Duration
+	retry   time.Duration
+
+	eagerUntil time.Time
+	step       time.Duration
+}
+
+const (
+	eagerWindow  = 250 * time.Millisecond
+	eagerMaxStep = 20 * time.Millisecond
+)
+
+func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	select {
+	case <-b.closing:
+		// Shutting down: wait rather than query again, so that the subscriber's loop sees
+		// its own close; a query started now is cut short by it and logged as an error.
+		return b.poll
+	default:
+	}
+	if err != nil {
+		msg := strings.ToLower(err.Error())
+		if strings.Contains(msg, "deadlock") || strings.Contains(msg, "concurrent update") {
+			return 0
+		}
+		logger.Error("Error querying the outbox", err, watermill.LogFields{"wait_time": b.retry})
+		return b.retry
+	}
+	if !noMsg {
+		b.step = 0
+		return 0
+	}
+	if time.Now().Before(b.eagerUntil) {
+		b.step = min(max(2*b.step, time.Millisecond), eagerMaxStep)
+		return b.step
+	}
+	t := time.NewTimer(b.poll)
+	defer t.Stop()
+	select {
+	case <-b.wake:
+		b.eagerUntil = time.Now().Add(eagerWindow)
+		b.step = 0
+	case <-t.C:
+	case <-b.closing:
+		return b.poll // as above
+	}
+	return 0
+}

@@ -1,0 +1,194 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/relayhq/relay/relay/internal/audit"
+)
+
+// The read-only audit API (SPEC §6), with the Admin API's key auth and error shape:
+//
+//	GET  /relay/v1/events                      ?event=&webhook=&status=&since=&until=&limit=&cursor=
+//	GET  /relay/v1/events/{id}                 the event, its deliveries and their attempts
+//	GET  /relay/v1/deliveries                  ?event=&event_id=&webhook=&status=&since=&until=&limit=&cursor=
+//	GET  /relay/v1/deliveries/{id}             one delivery and its attempts
+//	POST /relay/v1/deliveries/{id}/redeliver   -> 202, the delivery, pending again
+//	POST /relay/v1/events/{id}/redeliver       -> 202, what was redelivered and skipped
+//
+// Lists are newest first; meta.next_cursor, when not null, fetches the next page.
+// since/until take RFC 3339, a date, or a duration ago (24h, 7d).
+
+func registerAudit(mux *http.ServeMux, d Deps) {
+	for _, slash := range []string{"", "/{$}"} {
+		mux.HandleFunc("GET /relay/v1/events"+slash, d.requireKey(d.auditEvents))
+		mux.HandleFunc("GET /relay/v1/events/{id}"+slash, d.requireKey(d.auditEvent))
+		mux.HandleFunc("POST /relay/v1/events/{id}/redeliver"+slash, d.requireKey(d.auditRedeliverEvent))
+		mux.HandleFunc("GET /relay/v1/deliveries"+slash, d.requireKey(d.auditDeliveries))
+		mux.HandleFunc("GET /relay/v1/deliveries/{id}"+slash, d.requireKey(d.auditDelivery))
+		mux.HandleFunc("POST /relay/v1/deliveries/{id}/redeliver"+slash, d.requireKey(d.auditRedeliver))
+	}
+}
+
+func (d Deps) auditStore() audit.Store { return audit.Store{Pool: d.Pool} }
+
+// auditError maps the audit package's errors to Ghost-shaped responses.
+func (d Deps) auditError(w http.ResponseWriter, r *http.Request, err error) {
+	var inv *audit.InvalidError
+	switch {
+	case errors.As(err, &inv):
+		writeAPIError(w, actionNone, &apiError{Type: "ValidationError", Message: inv.Message, Property: inv.Field})
+	case errors.Is(err, audit.ErrNotFound):
+		writeAPIError(w, actionNone, &apiError{Type: "NotFoundError", Message: "Resource not found."})
+	case errors.Is(err, audit.ErrInFlight), errors.Is(err, audit.ErrWebhookInactive):
+		writeAPIError(w, actionNone, &apiError{Type: "ConflictError", Message: err.Error()})
+	default:
+		internalError(d, w, r, actionNone, err)
+	}
+}
+
+// parseFilter reads the list filters from the query string. Unknown parameters are
+// refused: a misspelt filter silently ignored would return everything.
+func parseFilter(q url.Values, allowed ...string) (audit.Filter, error) {
+	var f audit.Filter
+	ok := map[string]bool{"since": true, "until": true, "limit": true, "cursor": true}
+	for _, a := range allowed {
+		ok[a] = true
+	}
+	for k := range q {
+		if !ok[k] {
+			return f, &audit.InvalidError{Field: k, Message: "unknown query parameter " + strconv.Quote(clip(k, 40))}
+		}
+	}
+	f.Event, f.EventID, f.Webhook, f.Status, f.Cursor, f.Source = q.Get("event"), q.Get("event_id"), q.Get("webhook"), q.Get("status"), q.Get("cursor"), q.Get("source")
+	now := time.Now()
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if v := q.Get(p.name); v != "" {
+			t, err := audit.ParseTime(v, now)
+			if err != nil {
+				return f, &audit.InvalidError{Field: p.name, Message: p.name + ": " + err.Error()}
+			}
+			*p.dst = t
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return f, &audit.InvalidError{Field: "limit", Message: "limit must be a positive number"}
+		}
+		f.Limit = n
+	}
+	return f, nil
+}
+
+type pageMeta struct {
+	NextCursor *string `json:"next_cursor"`
+}
+
+func meta(next string) pageMeta {
+	m := pageMeta{}
+	if next != "" {
+		m.NextCursor = &next
+	}
+	return m
+}
+
+func (d Deps) auditEvents(w http.ResponseWriter, r *http.Request) {
+	f, err := parseFilter(r.URL.Query(), "event", "webhook", "status", "source")
+	if err != nil {
+		d.auditError(w, r, err)
+		return
+	}
+	events, next, err := d.auditStore().ListEvents(r.Context(), f)
+	if err != nil {
+		d.auditError(w, r, err)
+		return
+	}
+	if events == nil {
+		events = []audit.Event{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": events, "meta": meta(next)})
+}
+
+func (d Deps) auditEvent(w http.ResponseWriter, r *http.Request) {
+	e, err := d.auditStore().GetEvent(r.Context(), r.PathValue("id"))
+	if err != nil {
+		d.auditError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"event": e})
+}
+
+func (d Deps) auditDeliveries(w http.ResponseWriter, r *http.Request) {
+	f, err := parseFilter(r.URL.Query(), "event", "event_id", "webhook", "status", "source")
+	if err != nil {
+		d.auditError(w, r, err)
+		return
+	}
+	ds, next, err := d.auditStore().ListDeliveries(r.Context(), f)
+	if err != nil {
+		d.auditError(w, r, err)
+		return
+	}
+	if ds == nil {
+		ds = []audit.Delivery{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"deliveries": ds, "meta": meta(next)})
+}
+
+func deliveryID(r *http.Request) (int64, error) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id < 1 {
+		return 0, audit.ErrNotFound
+	}
+	return id, nil
+}
+
+func (d Deps) auditDelivery(w http.ResponseWriter, r *http.Request) {
+	id, err := deliveryID(r)
+	if err == nil {
+		var del audit.Delivery
+		if del, err = d.auditStore().GetDelivery(r.Context(), id); err == nil {
+			writeJSON(w, http.StatusOK, map[string]any{"delivery": del})
+			return
+		}
+	}
+	d.auditError(w, r, err)
+}
+
+func (d Deps) auditRedeliver(w http.ResponseWriter, r *http.Request) {
+	id, err := deliveryID(r)
+	if err != nil {
+		d.auditError(w, r, err)
+		return
+	}
+	if _, err := d.auditStore().Redeliver(r.Context(), audit.Selection{DeliveryID: id}); err != nil {
+		d.auditError(w, r, err)
+		return
+	}
+	d.Log.Info().Str("key_id", keyID(r.Context())).Int64("delivery_id", id).Msg("delivery redelivered through the audit API")
+	del, err := d.auditStore().GetDelivery(r.Context(), id)
+	if err != nil {
+		d.auditError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"delivery": del})
+}
+
+func (d Deps) auditRedeliverEvent(w http.ResponseWriter, r *http.Request) {
+	res, err := d.auditStore().Redeliver(r.Context(), audit.Selection{EventID: r.PathValue("id")})
+	if err != nil {
+		d.auditError(w, r, err)
+		return
+	}
+	d.Log.Info().Str("key_id", keyID(r.Context())).Str("event_id", r.PathValue("id")).
+		Int("redelivered", len(res.Redelivered)).Int("skipped", len(res.InFlight)+len(res.WebhookInactive)).
+		Msg("event redelivered through the audit API")
+	writeJSON(w, http.StatusAccepted, res)
+}
