@@ -18,10 +18,10 @@ import (
 
 	"github.com/relayhq/relay/outbox"
 	"github.com/relayhq/relay/relay/internal/pipeline"
-	"github.com/relayhq/relay/relay/receiver"
 	"github.com/relayhq/relay/relay/internal/relaytest"
-	"github.com/relayhq/relay/relay/signing"
 	"github.com/relayhq/relay/relay/internal/webhook"
+	"github.com/relayhq/relay/relay/receiver"
+	"github.com/relayhq/relay/relay/signing"
 	"github.com/relayhq/relay/testutil"
 )
 

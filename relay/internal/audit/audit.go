@@ -1,11 +1,7 @@
-// Package audit answers what happened to events (SPEC §5): the event log, each
-// event's deliveries and their attempts, and redelivery by hand. The CLI (relay events,
-// relay deliveries, relay redeliver) and the read-only audit API (/relay/v1/...) both
-// use it, so they filter, page and redeliver identically.
-//
-// It only reads relay.events / relay.deliveries / relay.delivery_attempts, except
-// Redeliver, which puts deliveries back in the queue and appends to their history; it
-// never rewrites or deletes an attempt.
+// Package audit answers what happened to events: the event log, each event's
+// deliveries and their attempts. The CLI (relay events, relay deliveries) and the audit
+// API (/relay/v1/...) both use it, so they filter and page identically. It only reads;
+// redelivery, which puts deliveries back in the queue, is store.Redeliver.
 package audit
 
 import (
@@ -23,6 +19,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/relayhq/relay/relay/internal/invalid"
+	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/relay/internal/webhook"
 )
 
@@ -32,8 +30,6 @@ const (
 	MaxLimit     = 1000
 )
 
-// Statuses a delivery can have.
-var Statuses = []string{"pending", "succeeded", "failed", "cancelled"}
 
 // Event is one committed event.
 type Event struct {
@@ -100,46 +96,34 @@ type Filter struct {
 	Cursor string
 }
 
-// InvalidError is bad input from the caller (a filter, an id); the API answers it 422.
-type InvalidError struct {
-	Field   string
-	Message string
-}
-
-func (e *InvalidError) Error() string { return e.Message }
-
 // ErrNotFound is returned for an unknown event or delivery.
-var ErrNotFound = errors.New("not found")
-
-func invalid(field, format string, args ...any) error {
-	return &InvalidError{Field: field, Message: fmt.Sprintf(format, args...)}
-}
+var ErrNotFound = store.ErrNotFound
 
 func (f *Filter) check() error {
 	if f.Limit == 0 {
 		f.Limit = DefaultLimit
 	}
 	if f.Limit < 1 || f.Limit > MaxLimit {
-		return invalid("limit", "limit must be between 1 and %d, got %d", MaxLimit, f.Limit)
+		return invalid.New("limit", "limit must be between 1 and %d, got %d", MaxLimit, f.Limit)
 	}
-	if f.Status != "" && !validStatus(f.Status) {
-		return invalid("status", "status must be one of %s, got %q", strings.Join(Statuses, ", "), f.Status)
+	if _, ok := store.ParseStatus(f.Status); f.Status != "" && !ok {
+		return invalid.New("status", "status must be one of pending, succeeded, failed or cancelled, got %q", clip(f.Status))
 	}
 	if f.EventID != "" {
 		id, err := uuid.Parse(f.EventID)
 		if err != nil {
-			return invalid("event_id", "event id must be a UUID, got %q", clip(f.EventID))
+			return invalid.New("event_id", "event id must be a UUID, got %q", clip(f.EventID))
 		}
 		f.EventID = id.String()
 	}
 	if f.Source != "" && !validSource(f.Source) {
-		return invalid("source", "source must be emit, stripe, ghost or ghost:<site id>, got %q", clip(f.Source))
+		return invalid.New("source", "source must be emit, stripe, ghost or ghost:<site id>, got %q", clip(f.Source))
 	}
 	if len(f.Event) > 50 {
-		return invalid("event", "event must be at most 50 characters")
+		return invalid.New("event", "event must be at most 50 characters")
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
-		return invalid("until", "until must be after since")
+		return invalid.New("until", "until must be after since")
 	}
 	return nil
 }
@@ -147,15 +131,6 @@ func (f *Filter) check() error {
 var sourcePattern = regexp.MustCompile(`^(emit|stripe|ghost(:[0-9a-f]{24})?)$`)
 
 func validSource(s string) bool { return sourcePattern.MatchString(s) }
-
-func validStatus(s string) bool {
-	for _, st := range Statuses {
-		if s == st {
-			return true
-		}
-	}
-	return false
-}
 
 func clip(s string) string {
 	if len(s) > 60 {
@@ -212,18 +187,13 @@ func (w *where) sql() string {
 	return " WHERE " + strings.Join(w.conds, " AND ")
 }
 
-// eventMatch is the fan-out's matching rule (exact, post.*, *) applied to col.
+// eventMatch applies the fan-out's matching rule (relay.event_matches: exact, post.*,
+// *) to col.
 func (w *where) eventMatch(col, pattern string) {
-	switch {
-	case pattern == "*":
-	case strings.HasSuffix(pattern, ".*"):
-		w.add("starts_with("+col+", ?)", strings.TrimSuffix(pattern, "*"))
-	default:
-		w.add(col+" = ?", pattern)
-	}
+	w.add("relay.event_matches(?, "+col+")", pattern)
 }
 
-// Store reads the audit trail and redelivers.
+// Store reads the audit trail; redelivery is store.Redeliver.
 type Store struct{ Pool *pgxpool.Pool }
 
 // ListEvents returns events newest first (in reverse commit order), each with its
@@ -312,14 +282,14 @@ func decodeEventCursor(c string) (string, int64, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	parts := strings.Split(string(b), ":")
 	if err != nil || len(parts) != 3 || parts[0] != "e" {
-		return "", 0, invalid("cursor", "cursor is not one this API returned")
+		return "", 0, invalid.New("cursor", "cursor is not one this API returned")
 	}
 	if _, err := strconv.ParseUint(parts[1], 10, 64); err != nil {
-		return "", 0, invalid("cursor", "cursor is not one this API returned")
+		return "", 0, invalid.New("cursor", "cursor is not one this API returned")
 	}
 	off, err := strconv.ParseInt(parts[2], 10, 64)
 	if err != nil {
-		return "", 0, invalid("cursor", "cursor is not one this API returned")
+		return "", 0, invalid.New("cursor", "cursor is not one this API returned")
 	}
 	return parts[1], off, nil
 }
@@ -332,11 +302,11 @@ func decodeDeliveryCursor(c string) (int64, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	rest, ok := strings.CutPrefix(string(b), "d:")
 	if err != nil || !ok {
-		return 0, invalid("cursor", "cursor is not one this API returned")
+		return 0, invalid.New("cursor", "cursor is not one this API returned")
 	}
 	id, err := strconv.ParseInt(rest, 10, 64)
 	if err != nil {
-		return 0, invalid("cursor", "cursor is not one this API returned")
+		return 0, invalid.New("cursor", "cursor is not one this API returned")
 	}
 	return id, nil
 }
@@ -419,7 +389,7 @@ func (s Store) ListDeliveries(ctx context.Context, f Filter) ([]Delivery, string
 func (s Store) GetEvent(ctx context.Context, id string) (Event, error) {
 	u, err := uuid.Parse(id)
 	if err != nil {
-		return Event{}, invalid("id", "event id must be a UUID, got %q", clip(id))
+		return Event{}, invalid.New("id", "event id must be a UUID, got %q", clip(id))
 	}
 	var e Event
 	var data string

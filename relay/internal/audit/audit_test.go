@@ -40,7 +40,7 @@ func TestParseTimeTakesInstantsDatesAndDurationsAgo(t *testing.T) {
 // with events, deliveries and attempts, so the documented queries cannot rot when the
 // schema changes. psql variables (:'name') become parameters.
 func TestDocumentedQueriesRun(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/relayhq/relay/relay/internal/audit"
+	"github.com/relayhq/relay/relay/internal/store"
 )
 
 // EventsCmd reads the event log (and registers event names, SPEC §2).
@@ -110,8 +111,8 @@ func (c *EventsListCmd) Run(ctx context.Context, g *Globals) error {
 // counts renders {"succeeded":2,"failed":1} in a fixed order.
 func counts(m map[string]int) string {
 	var parts []string
-	for _, s := range audit.Statuses {
-		if n := m[s]; n > 0 {
+	for _, s := range store.Statuses {
+		if n := m[string(s)]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, s))
 		}
 	}
@@ -246,7 +247,7 @@ type RedeliverCmd struct {
 }
 
 func (c *RedeliverCmd) Run(ctx context.Context, g *Globals) error {
-	sel := audit.Selection{DeliveryID: c.Delivery, EventID: c.Event, WebhookID: c.Webhook, Status: c.Status,
+	sel := store.Selection{DeliveryID: c.Delivery, EventID: c.Event, WebhookID: c.Webhook, Status: c.Status,
 		StripeSignature: c.StripeSignature}
 	modes := 0
 	for _, set := range []bool{c.Delivery != 0, c.Event != "", c.Webhook != ""} {
@@ -269,8 +270,8 @@ func (c *RedeliverCmd) Run(ctx context.Context, g *Globals) error {
 	} else if c.Since != "" {
 		return errors.New("--since goes with --webhook")
 	}
-	return withAudit(ctx, g, func(st audit.Store) error {
-		res, err := st.Redeliver(ctx, sel)
+	return g.withDB(ctx, func(db *database) error {
+		res, err := store.Redeliver(ctx, db.Pool, sel)
 		if err != nil {
 			if errors.Is(err, audit.ErrNotFound) {
 				if c.Delivery != 0 {

@@ -15,8 +15,8 @@ import (
 
 	"github.com/relayhq/relay/relay/internal/apikey"
 	"github.com/relayhq/relay/relay/internal/ghostsite"
-	"github.com/relayhq/relay/relay/pglocal"
 	"github.com/relayhq/relay/relay/internal/sealbox"
+	"github.com/relayhq/relay/relay/pglocal"
 	"github.com/relayhq/relay/schema"
 )
 

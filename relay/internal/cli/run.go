@@ -13,10 +13,10 @@ import (
 	"github.com/alecthomas/kong"
 	"golang.org/x/net/netutil"
 
-	"github.com/relayhq/relay/relay/internal/pipeline"
 	"github.com/relayhq/relay/relay/internal/ghostsite"
 	"github.com/relayhq/relay/relay/internal/metrics"
 	"github.com/relayhq/relay/relay/internal/netguard"
+	"github.com/relayhq/relay/relay/internal/pipeline"
 	"github.com/relayhq/relay/relay/internal/server"
 	"github.com/relayhq/relay/relay/internal/version"
 )

@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/relayhq/relay/relay/internal/status"
+	"github.com/relayhq/relay/relay/internal/store"
 )
 
 // Outcomes of an attempt, as the "outcome" label of relay_deliveries_total.
@@ -156,9 +157,6 @@ func (m *Metrics) Handler() http.Handler {
 	})
 }
 
-// Registry is the registry behind Handler, for callers that add collectors of their own.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
-
 // EventRead counts one outbox event fanned out.
 func (m *Metrics) EventRead() {
 	if m == nil {
@@ -168,22 +166,25 @@ func (m *Metrics) EventRead() {
 }
 
 // Attempt counts a recorded attempt. status is the delivery's state after it:
-// "succeeded", "failed", or "pending" (a retry is scheduled). took is the attempt's
-// duration; lag, from the event's created_at to the end of the attempt, is observed
-// only for a success.
-func (m *Metrics) Attempt(status string, took, lag time.Duration) {
+// Succeeded, Failed, or Pending (a retry is scheduled). took is the attempt's duration;
+// lag, from the event's created_at to the end of the attempt, is observed only for a
+// success.
+func (m *Metrics) Attempt(status store.Status, took, lag time.Duration) {
 	if m == nil {
 		return
 	}
-	outcome := status
-	if status == "pending" {
+	var outcome string
+	switch status {
+	case store.Succeeded:
+		outcome = OutcomeSucceeded
+	case store.Pending:
 		outcome = OutcomeRetry
+	case store.Failed:
+		outcome = OutcomeFailed
+	default:
+		return // not an attempt's outcome: better unmeasured than mislabelled
 	}
-	c, ok := m.outcomes[outcome]
-	if !ok {
-		return // a state this version does not know: better unmeasured than mislabelled
-	}
-	c.Inc()
+	m.outcomes[outcome].Inc()
 	m.duration.Observe(took.Seconds())
 	if outcome == OutcomeSucceeded {
 		// created_at is the database's clock and the attempt's end is ours: clamp the

@@ -17,10 +17,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/relayhq/relay/relay/internal/metrics"
 	"github.com/relayhq/relay/relay/internal/netguard"
+	"github.com/relayhq/relay/relay/internal/schedule"
+	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/relay/signing"
 )
 
@@ -60,11 +63,26 @@ type deliverer struct {
 	cfg       Config
 	client    *http.Client
 	userAgent string
+	pool      *pgxpool.Pool // checks a delivery that waited, disables a webhook on 410
+	slots     slots
 	rec       *recorder
-	store     *disabler
 	log       zerolog.Logger
 	now       func() time.Time
 }
+
+// slots is the scheduler's side the deliverer talks to (claimSubscriber).
+type slots interface {
+	// delivery returns the started delivery id.
+	delivery(id int64) (*schedule.Delivery, bool)
+	// requestDone frees the webhook's request slot; gone drops what is held for it.
+	requestDone(id int64, gone bool)
+	// done frees the worker.
+	done(id int64)
+}
+
+// staleAfter is how long a delivery may wait in the queue before its attempt checks
+// that it is still wanted.
+const staleAfter = 500 * time.Millisecond
 
 func newHTTPClient(cfg Config) *http.Client {
 	targets := cfg.Targets
@@ -104,56 +122,71 @@ func newHTTPClient(cfg Config) *http.Client {
 // the result could not be recorded; a failing receiver is a recorded, retried attempt,
 // never an error.
 func (d *deliverer) handle(msg *message.Message) error {
-	c, ok := claimedFrom(msg.Context())
-	if !ok {
-		return errors.New("deliver: message carries no claimed delivery")
+	id, err := strconv.ParseInt(msg.Metadata.Get(deliveryIDKey), 10, 64)
+	if err != nil {
+		return fmt.Errorf("deliver: message %s names no delivery", msg.UUID)
 	}
-	if c.stale() && !d.stillOurs(msg.Context(), c) {
-		c.done(false)
+	defer d.slots.done(id)
+	c, ok := d.slots.delivery(id)
+	if !ok {
+		return fmt.Errorf("deliver: delivery %d was not started by this relay", id)
+	}
+	ctx := msg.Context()
+	if time.Since(c.ClaimedAt) > staleAfter && !d.stillWanted(ctx, c) {
 		return nil
 	}
-	res := d.post(msg.Context(), c)
+	res := d.post(ctx, &c.Claimed)
 	gone := res.StatusCode == http.StatusGone
 	if gone {
 		// Before the webhook's next request may start: it gets nothing more.
-		if err := d.store.disable(msg.Context(), c.WebhookID, metrics.DisabledGone, "receiver answered 410 Gone", c.ID); err != nil {
-			d.log.Error().Err(err).Str("webhook_id", c.WebhookID).Msg("could not disable webhook after 410")
-		}
+		d.disableGone(ctx, c)
 	}
 	// The receiver may get its next request while this result is recorded.
-	c.done(gone)
-	out := d.decide(c, res)
-	if err := d.rec.record(msg.Context(), out); err != nil {
+	d.slots.requestDone(id, gone)
+	out := d.decide(&c.Claimed, res)
+	if err := d.rec.record(ctx, out); err != nil {
 		d.log.Error().Err(err).Int64("delivery_id", c.ID).Msg("could not record attempt; the lease will expire and the delivery will be tried again")
 		return err
 	}
 	d.cfg.Metrics.Attempt(out.Status, res.Duration, res.Started.Add(res.Duration).Sub(c.CommittedAt))
 	if !res.succeeded() {
 		ev := d.log.Warn()
-		if out.Status == statusFailed {
+		if out.Status == store.Failed {
 			ev = d.log.Error()
 		}
 		ev.Int64("delivery_id", c.ID).Str("event_id", c.EventID).Str("event", c.Event).
 			Str("webhook_id", c.WebhookID).Int("attempt", c.Attempts+1).
 			Int("status_code", res.StatusCode).Str("error", res.Error).
-			Str("outcome", out.Status).Dur("duration", res.Duration).
+			Str("outcome", string(out.Status)).Dur("duration", res.Duration).
 			Msg("delivery attempt failed")
 	}
 	return nil
 }
 
-// stillOursSQL checks a delivery that waited in this relay's queue: the webhook may have
-// been disabled or deleted, or the delivery cancelled, since it was claimed.
-const stillOursSQL = `
-SELECT EXISTS (SELECT 1 FROM relay.deliveries d JOIN relay.webhooks w ON w.id = d.webhook_id
-                WHERE d.id = $1 AND d.lease_token = $2 AND d.status = 'pending' AND w.status = 'active')`
-
-func (d *deliverer) stillOurs(ctx context.Context, c *claimed) bool {
-	var ok bool
-	if err := d.rec.pool.QueryRow(ctx, stillOursSQL, c.ID, c.LeaseToken).Scan(&ok); err != nil {
+// stillWanted checks a delivery that waited in this relay's queue: its webhook may have
+// been disabled or deleted, or it cancelled, since it was claimed.
+func (d *deliverer) stillWanted(ctx context.Context, c *schedule.Delivery) bool {
+	ok, err := store.StillWanted(ctx, d.pool, c.Lease)
+	if err != nil {
 		return true // cannot tell: attempt it; the record is fenced anyway
 	}
 	return ok
+}
+
+// disableGone disables the webhook whose receiver answered 410 and cancels its pending
+// deliveries, except this one (its own result records it as failed).
+func (d *deliverer) disableGone(ctx context.Context, c *schedule.Delivery) {
+	const reason = "receiver answered 410 Gone"
+	disabled, cancelled, err := store.DisableWebhook(ctx, d.pool, c.WebhookID, reason, c.ID)
+	if err != nil {
+		d.log.Error().Err(err).Str("webhook_id", c.WebhookID).Msg("could not disable webhook after 410")
+		return
+	}
+	if disabled { // else another attempt or relay did it
+		d.cfg.Metrics.WebhookDisabled(metrics.DisabledGone, cancelled)
+		d.log.Warn().Str("webhook_id", c.WebhookID).Str("reason", reason).
+			Int64("cancelled_deliveries", cancelled).Msg("webhook disabled")
+	}
 }
 
 // maxRedirects is how many redirects one attempt follows, as Ghost's client would
@@ -167,7 +200,7 @@ const maxRedirects = 5
 // signatures to the new location. Every hop dials through the SSRF guard, so a redirect
 // to a refused address fails the attempt; a redirect from https to http is refused, as
 // it would send the event in the clear.
-func (d *deliverer) post(ctx context.Context, c *claimed) (res attemptResult) {
+func (d *deliverer) post(ctx context.Context, c *store.Claimed) (res attemptResult) {
 	res.Started = d.now()
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.HTTPTimeout)
 	defer cancel()
@@ -266,7 +299,7 @@ func (d *deliverer) readResponse(resp *http.Response, res *attemptResult) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
 }
 
-func (d *deliverer) sign(h http.Header, c *claimed, now time.Time) error {
+func (d *deliverer) sign(h http.Header, c *store.Claimed, now time.Time) error {
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", d.userAgent)
 	// Receivers written for Ghost read Content-Version to know the payload's shape:
@@ -294,17 +327,18 @@ func (d *deliverer) sign(h http.Header, c *claimed, now time.Time) error {
 }
 
 // decide turns an attempt into the delivery's next state.
-func (d *deliverer) decide(c *claimed, res attemptResult) result {
-	out := result{Delivery: c, Attempt: res, Status: statusPending}
+func (d *deliverer) decide(c *store.Claimed, res attemptResult) store.Outcome {
+	out := store.Outcome{Lease: c.Lease, Started: res.Started, Duration: res.Duration, StatusCode: res.StatusCode,
+		Error: res.Error, GhostError: res.GhostError, Excerpt: res.Excerpt, FinalURL: res.FinalURL, Status: store.Pending}
 	switch {
 	case res.succeeded():
-		out.Status = statusSucceeded
+		out.Status = store.Succeeded
 	case res.StatusCode == http.StatusGone:
-		out.Status = statusFailed
+		out.Status = store.Failed
 	default:
 		wait, ok := d.cfg.Retry.NextRetry(c.Attempts+1, res.RetryAfter)
 		if !ok {
-			out.Status = statusFailed
+			out.Status = store.Failed
 		} else {
 			out.NextAt = res.Started.Add(res.Duration + wait)
 		}

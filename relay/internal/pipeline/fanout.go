@@ -13,54 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relayhq/relay/relay/internal/metrics"
+	"github.com/relayhq/relay/relay/internal/store"
 )
-
-// The outbox topic and the consumer group every relay shares. Subscribers of one group
-// take turns on the outbox, so each event is fanned out by one relay at a time.
-const (
-	outboxTopic   = "outbox"
-	consumerGroup = "relay"
-)
-
-// fanoutSQL creates one delivery per active webhook that matches an event and existed
-// when it was emitted, for the event $1 and the events after it that this transaction
-// can see (at most $2): the rest of the subscriber's batch, in one statement instead of
-// one per event. The subscriber's REPEATABLE READ snapshot is the one its batch was
-// read with, so "visible" means the same here. ON CONFLICT makes every replay a no-op
-// (a batch re-read after a crash, events fanned out ahead of the consumer offset, a
-// nack that re-runs the handler in the same transaction): one row per (event, webhook).
-// Delivery ids follow (transaction_id, offset), which is the order first attempts start.
-const fanoutSQL = `
-WITH cur AS (
-    SELECT transaction_id, "offset" FROM relay.outbox WHERE "uuid"::uuid = $1::uuid
-), evs AS (
-    -- LATERAL makes cur's values parameters of the index scan, which then starts at
-    -- the current event; as a plain join the planner scans the outbox from its start.
-    SELECT e.* FROM cur CROSS JOIN LATERAL (
-        SELECT o."uuid", o.metadata ->> 'event' AS event, o.created_at, o.transaction_id, o."offset"
-          FROM relay.outbox o
-         WHERE (o.transaction_id, o."offset") >= (cur.transaction_id, cur."offset")
-           AND o.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY o.transaction_id, o."offset"
-         LIMIT $2
-    ) e
-), ins AS (
-    INSERT INTO relay.deliveries (event_id, webhook_id, next_attempt_at)
-    SELECT e."uuid"::uuid, w.id, now()
-      FROM evs e
-      JOIN relay.webhooks w
-        ON w.status = 'active'
-       AND w.created_at <= e.created_at
-       AND (w.event = e.event
-            OR w.event = '*'
-            OR (right(w.event, 2) = '.*' AND starts_with(e.event, left(w.event, -1))))
-     ORDER BY e.transaction_id, e."offset", w.id
-    ON CONFLICT (event_id, webhook_id) DO NOTHING
-    RETURNING 1
-), notified AS (
-    SELECT pg_notify('relay_deliveries', '') FROM (SELECT 1 FROM ins LIMIT 1) AS any_new
-)
-SELECT e."uuid" FROM evs e, (SELECT count(*) FROM notified) AS n`
 
 // fanouter is the Watermill handler of the outbox. It runs inside the subscriber's own
 // transaction (sql.TxFromContext), so the delivery rows commit together with the
@@ -89,29 +43,9 @@ func (f *fanouter) handle(msg *message.Message) error {
 			return nil
 		}
 	}
-	rows, err := tx.QueryContext(msg.Context(), fanoutSQL, msg.UUID, f.batch)
+	covered, err := store.FanOut(msg.Context(), tx, msg.UUID, f.batch)
 	if err != nil {
-		return fmt.Errorf("fanout event %s: %w", msg.UUID, err)
-	}
-	covered := make(map[string]struct{}, f.batch)
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			_ = rows.Close()
-			return fmt.Errorf("fanout event %s: %w", msg.UUID, err)
-		}
-		covered[id] = struct{}{}
-	}
-	closeErr := rows.Close()
-	// watermill-sql's Rows has no Err, but pgx reports a failed query only there.
-	if r, ok := rows.(interface{ Err() error }); ok && closeErr == nil {
-		closeErr = r.Err()
-	}
-	if err := closeErr; err != nil {
-		return fmt.Errorf("fanout event %s: %w", msg.UUID, err)
-	}
-	if _, done := covered[msg.UUID]; !done {
-		return fmt.Errorf("fanout event %s: not visible to the subscriber's transaction", msg.UUID)
+		return err
 	}
 	f.tx, f.covered = tx, covered
 	return nil
@@ -131,21 +65,21 @@ func countedFanout(m *metrics.Metrics, handle message.NoPublishHandlerFunc) mess
 
 func outboxSchema(batch int) wsql.DefaultPostgreSQLSchema {
 	return wsql.DefaultPostgreSQLSchema{
-		GenerateMessagesTableName: func(string) string { return "relay.outbox" },
+		GenerateMessagesTableName: func(string) string { return store.OutboxTable },
 		SubscribeBatchSize:        batch,
 	}
 }
 
 func outboxOffsets() wsql.DefaultPostgreSQLOffsetsAdapter {
 	return wsql.DefaultPostgreSQLOffsetsAdapter{
-		GenerateMessagesOffsetsTableName: func(string) string { return "relay.outbox_offsets" },
+		GenerateMessagesOffsetsTableName: func(string) string { return store.OffsetsTable },
 	}
 }
 
 func newOutboxSubscriber(pool *pgxpool.Pool, cfg Config, wake <-chan struct{}, closing <-chan struct{}, logger watermill.LoggerAdapter) (*wsql.Subscriber, error) {
 	ackDeadline := 30 * time.Second
 	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
-		ConsumerGroup:  consumerGroup,
+		ConsumerGroup:  store.ConsumerGroup,
 		AckDeadline:    &ackDeadline,
 		PollInterval:   cfg.PollInterval,
 		ResendInterval: 100 * time.Millisecond,

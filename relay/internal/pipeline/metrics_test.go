@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/relayhq/relay/relay/internal/pipeline"
 	"github.com/relayhq/relay/relay/internal/metrics"
+	"github.com/relayhq/relay/relay/internal/pipeline"
 	"github.com/relayhq/relay/testutil"
 )
 

@@ -42,21 +42,22 @@ func wake(ch chan struct{}) {
 	}
 }
 
-func (n *notifier) run(ctx context.Context) {
+func (n *notifier) run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		err := n.listen(ctx)
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
 		n.log.Warn().Err(err).Dur("retry_in", backoff).Msg("notification listener lost its connection; polling meanwhile")
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+	return nil
 }
 
 func (n *notifier) listen(ctx context.Context) error {

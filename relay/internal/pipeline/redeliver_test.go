@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/relayhq/relay/relay/internal/audit"
+	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/testutil"
 )
 
@@ -39,7 +40,7 @@ func TestRedeliveredFailedDeliverySucceedsAndKeepsBothAttempts(t *testing.T) {
 		t.Fatalf("failed deliveries: %v %v", failed, err)
 	}
 	start := time.Now()
-	res, err := st.Redeliver(context.Background(), audit.Selection{DeliveryID: failed[0].ID})
+	res, err := store.Redeliver(context.Background(), db.Pool, store.Selection{DeliveryID: failed[0].ID})
 	if err != nil || len(res.Redelivered) != 1 {
 		t.Fatalf("redeliver: %+v %v", res, err)
 	}
@@ -61,7 +62,7 @@ func TestRedeliveredFailedDeliverySucceedsAndKeepsBothAttempts(t *testing.T) {
 	}
 
 	// A succeeded delivery can be sent again on purpose, and appends a third attempt.
-	if _, err := st.Redeliver(context.Background(), audit.Selection{EventID: id}); err != nil {
+	if _, err := store.Redeliver(context.Background(), db.Pool, store.Selection{EventID: id}); err != nil {
 		t.Fatal(err)
 	}
 	rc.WaitFor(t, 3, 10*time.Second)
@@ -94,8 +95,7 @@ func TestRedeliverByWebhookSinceTakesOnlyItsFailedDeliveries(t *testing.T) {
 		lease_expires_at = now() + interval '1 minute' WHERE id = $1`, inFlight); err != nil {
 		t.Fatal(err)
 	}
-	st := audit.Store{Pool: db.Pool}
-	res, err := st.Redeliver(ctx, audit.Selection{WebhookID: a.ID, Since: time.Now().Add(-24 * time.Hour)})
+	res, err := store.Redeliver(ctx, db.Pool, store.Selection{WebhookID: a.ID, Since: time.Now().Add(-24 * time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,14 +107,14 @@ func TestRedeliverByWebhookSinceTakesOnlyItsFailedDeliveries(t *testing.T) {
 	}
 	// An attempt under way is left alone: a second one beside it would break "at most
 	// one attempt in flight", and its result would be fenced out by the lease.
-	_, err = st.Redeliver(ctx, audit.Selection{DeliveryID: inFlight})
-	if !errors.Is(err, audit.ErrInFlight) {
+	_, err = store.Redeliver(ctx, db.Pool, store.Selection{DeliveryID: inFlight})
+	if !errors.Is(err, store.ErrInFlight) {
 		t.Errorf("redeliver of an in-flight delivery: %v, want ErrInFlight", err)
 	}
 	if n := queryInt(t, db, `SELECT count(*) FROM relay.deliveries WHERE id = $1 AND lease_owner = 'x'`, inFlight); n != 1 {
 		t.Errorf("in-flight delivery lost its lease")
 	}
-	if _, err := st.Redeliver(ctx, audit.Selection{WebhookID: a.ID}); err == nil {
+	if _, err := store.Redeliver(ctx, db.Pool, store.Selection{WebhookID: a.ID}); err == nil {
 		t.Errorf("--webhook without --since accepted")
 	}
 }

@@ -1,17 +1,19 @@
-// Package relay delivers the events a CMS writes to the outbox as webhooks.
+// Package pipeline delivers the events a CMS writes to the outbox as webhooks.
 //
-// The flow, one file per step:
+// The flow, one file per step (every state change itself is package store's):
 //
 //	outbox (relay.emit, package outbox)
 //	  -> fanout.go: watermill-sql subscriber; one delivery row per matching webhook,
 //	     written in the subscriber's own transaction
-//	  -> claim.go: a Watermill subscriber over relay.deliveries; leases due rows with
-//	     FOR UPDATE SKIP LOCKED in a short statement
-//	  -> deliver.go: the signed POST, outside any transaction
+//	  -> claim.go: a Watermill subscriber over relay.deliveries; leases due rows in a
+//	     short statement and lets package schedule decide which may start
+//	  -> deliver.go: the handler: the attempt (attempt.go: the signed POST, outside
+//	     any transaction), then its outcome
 //	  -> record.go: the attempt, the delivery's new state and the webhook's
 //	     last_triggered_*, batched across concurrent attempts
 //
-// Both stages are handlers of one Watermill router.
+// Both stages are handlers of one Watermill router; relay.go starts and stops
+// everything, notify.go wakes the stages, maintain.go and vacuum.go keep house.
 package pipeline
 
 import (
@@ -28,7 +30,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/relay/internal/version"
 )
 
@@ -73,56 +77,95 @@ func (r *Relay) Running() bool { return r.running.Load() }
 
 // Run delivers until ctx is cancelled, then shuts down gracefully: it stops claiming,
 // lets in-flight attempts finish and record (bounded by the HTTP timeout plus a few
-// seconds), releases any lease it still holds, and returns nil.
+// seconds), releases any lease it still holds, and returns nil. Every goroutine it
+// starts has ended when it returns.
 func (r *Relay) Run(ctx context.Context) error {
 	closing := make(chan struct{})
 	wlog := wmLogger{l: r.log, closing: closing}
-	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBackground()
+
+	// Two lifetimes: the services (notifier, housekeeping) stop first; the recorder
+	// outlives the router, whose in-flight attempts still record while it closes.
+	services, stopServices := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServices()
+	recording, stopRecording := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRecording()
+	g, failed := errgroup.WithContext(services)
 
 	notes := newNotifier(r.pool.Config().ConnConfig.Copy(), r.log)
-	go notes.run(bg)
+	g.Go(func() error { return notes.run(failed) })
+	claimSub := newClaimSubscriber(r.pool, r.cfg, r.owner, notes.deliveries, r.log)
+	rec := newRecorder(r.pool, r.owner, r.log, claimSub.retryDue)
+	g.Go(func() error { return rec.run(recording) })
+	g.Go(func() error { return maintainer{db: r.pool, cfg: r.cfg, log: r.log}.run(failed) })
+	g.Go(func() error { return (&vacuumer{pool: r.pool, log: r.log, rec: rec}).run(failed) })
 
-	rec := newRecorder(r.pool, r.owner, r.log)
-	rec.onRetry = func(at time.Time) {
-		// Polling finds it anyway; a timer makes short retry schedules punctual.
-		if d := time.Until(at); d < time.Minute {
-			time.AfterFunc(max(d, 0), func() { wake(notes.deliveries) })
+	router, err := r.router(notes, claimSub, rec, closing, wlog)
+	if err != nil {
+		stopRecording()
+		stopServices()
+		return errors.Join(err, g.Wait())
+	}
+	routerDone := make(chan error, 1)
+	g.Go(func() error {
+		err := router.Run(context.WithoutCancel(ctx))
+		routerDone <- err
+		return err
+	})
+
+	runErr := r.awaitStart(ctx, router, routerDone, failed)
+	if runErr == nil {
+		select {
+		case <-ctx.Done():
+		case <-failed.Done(): // a service or the router stopped with an error
 		}
 	}
-	recCtx, stopRecorder := context.WithCancel(context.WithoutCancel(ctx))
-	recDone := make(chan struct{})
-	go func() { defer close(recDone); rec.run(recCtx) }()
+	// Shutdown, in order: stop claiming and let the in-flight attempts finish; then
+	// stop recording, hand back what is still leased, stop the rest.
+	r.running.Store(false)
+	r.log.Info().Msg("relay stopping: no new claims; waiting for in-flight attempts")
+	close(closing)
+	if err := router.Close(); err != nil {
+		r.log.Warn().Err(err).Msg("in-flight attempts did not finish in time")
+	}
+	stopRecording()
+	r.releaseLeases()
+	stopServices()
+	err = g.Wait()
+	if runErr == nil && err != nil {
+		runErr = fmt.Errorf("relay: %w", err)
+	}
+	r.log.Debug().Msg("pipeline stopped")
+	return runErr
+}
 
-	go maintainer{r}.run(bg)
-	go (&vacuumer{r: r, rec: rec}).run(bg)
-
+// router builds the Watermill router of the two stages.
+func (r *Relay) router(notes *notifier, claimSub *claimSubscriber, rec *recorder, closing <-chan struct{}, wlog wmLogger) (*message.Router, error) {
 	outboxSub, err := newOutboxSubscriber(r.pool, r.cfg, notes.outbox, closing, wlog)
 	if err != nil {
-		stopRecorder()
-		return err
+		return nil, err
 	}
-	claimSub := newClaimSubscriber(r.pool, r.cfg, r.owner, notes.deliveries, r.log)
 	d := &deliverer{
 		cfg:       r.cfg,
 		client:    newHTTPClient(r.cfg),
 		userAgent: "relay/" + version.Version,
+		pool:      r.pool,
+		slots:     claimSub,
 		rec:       rec,
-		store:     &disabler{pool: r.pool, log: r.log, metrics: r.cfg.Metrics},
 		log:       r.log,
 		now:       time.Now,
 	}
-
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: r.cfg.HTTPTimeout + 5*time.Second}, wlog)
 	if err != nil {
-		stopRecorder()
-		return fmt.Errorf("relay: create router: %w", err)
+		return nil, fmt.Errorf("relay: create router: %w", err)
 	}
-	router.AddConsumerHandler("fanout", outboxTopic, outboxSub, countedFanout(r.cfg.Metrics, (&fanouter{batch: r.cfg.OutboxBatch}).handle))
+	router.AddConsumerHandler("fanout", store.OutboxTopic, outboxSub, countedFanout(r.cfg.Metrics, (&fanouter{batch: r.cfg.OutboxBatch}).handle))
 	router.AddConsumerHandler("deliver", "deliveries", claimSub, d.handle)
+	return router, nil
+}
 
-	routerErr := make(chan error, 1)
-	go func() { routerErr <- router.Run(context.WithoutCancel(ctx)) }()
+// awaitStart waits until the router consumes (then Running turns true and Started is
+// closed), or returns why it never will.
+func (r *Relay) awaitStart(ctx context.Context, router *message.Router, routerDone <-chan error, failed context.Context) error {
 	select {
 	case <-router.Running():
 		r.running.Store(true)
@@ -130,28 +173,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		// Debug: the binary logs "relay started" with its whole configuration.
 		r.log.Debug().Int("workers", r.cfg.Workers).Int("webhook_concurrency", r.cfg.WebhookConcurrency).
 			Dur("http_timeout", r.cfg.HTTPTimeout).Msg("pipeline started")
-	case err := <-routerErr:
-		stopRecorder()
+		return nil
+	case err := <-routerDone:
 		return fmt.Errorf("relay: router stopped at start: %w", err)
-	}
-
-	var runErr error
-	select {
+	case <-failed.Done():
+		return errors.New("relay: a service stopped at start")
 	case <-ctx.Done():
-	case err := <-routerErr:
-		runErr = fmt.Errorf("relay: router stopped: %w", err)
+		return nil
 	}
-	r.running.Store(false)
-	r.log.Info().Msg("relay stopping: no new claims; waiting for in-flight attempts")
-	close(closing)
-	if err := router.Close(); err != nil {
-		r.log.Warn().Err(err).Msg("in-flight attempts did not finish in time")
-	}
-	stopRecorder()
-	<-recDone
-	r.releaseLeases()
-	r.log.Debug().Msg("pipeline stopped")
-	return runErr
 }
 
 // releaseLeases hands back whatever this instance still holds, so that another relay
@@ -159,14 +188,12 @@ func (r *Relay) Run(ctx context.Context) error {
 func (r *Relay) releaseLeases() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	tag, err := r.pool.Exec(ctx, `UPDATE relay.deliveries
-		SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-		WHERE status = 'pending' AND lease_owner = $1`, r.owner)
+	n, err := store.Release(ctx, r.pool, r.owner, nil)
 	if err != nil {
 		r.log.Warn().Err(err).Msg("could not release leases; they expire by themselves")
 		return
 	}
-	if n := tag.RowsAffected(); n > 0 {
+	if n > 0 {
 		r.log.Warn().Int64("deliveries", n).Msg("released leases of unfinished attempts")
 	}
 }

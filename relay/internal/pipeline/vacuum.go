@@ -3,6 +3,9 @@ package pipeline
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
 )
 
 // vacuumer keeps the claim fast while deliveries stream through. A finished delivery
@@ -13,7 +16,8 @@ import (
 // itself after enough of its own deliveries finished. One relay at a time (an advisory
 // lock), and never more often than vacuumEvery.
 type vacuumer struct {
-	r    *Relay
+	pool *pgxpool.Pool
+	log  zerolog.Logger
 	rec  *recorder
 	last int64 // rec.finished at the last vacuum
 }
@@ -24,13 +28,13 @@ const (
 	vacuumLock  = 0x72656c61795f76 // "relay_v"
 )
 
-func (v *vacuumer) run(ctx context.Context) {
+func (v *vacuumer) run(ctx context.Context) error {
 	t := time.NewTicker(vacuumEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-t.C:
 		}
 		n := v.rec.finished.Load()
@@ -42,19 +46,19 @@ func (v *vacuumer) run(ctx context.Context) {
 		ran, err := v.vacuum(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
-				v.r.log.Warn().Err(err).Msg("vacuum of relay.deliveries failed; autovacuum will do it later")
+				v.log.Warn().Err(err).Msg("vacuum of relay.deliveries failed; autovacuum will do it later")
 			}
 			continue
 		}
 		if ran {
-			v.r.log.Debug().Dur("took", time.Since(start)).Msg("vacuumed relay.deliveries")
+			v.log.Debug().Dur("took", time.Since(start)).Msg("vacuumed relay.deliveries")
 		}
 	}
 }
 
 // vacuum runs VACUUM on a connection of its own unless another relay is already at it.
 func (v *vacuumer) vacuum(ctx context.Context) (bool, error) {
-	conn, err := v.r.pool.Acquire(ctx)
+	conn, err := v.pool.Acquire(ctx)
 	if err != nil {
 		return false, err
 	}

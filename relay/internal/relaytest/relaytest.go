@@ -13,8 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
-	"github.com/relayhq/relay/relay/internal/pipeline"
 	"github.com/relayhq/relay/relay/internal/netguard"
+	"github.com/relayhq/relay/relay/internal/pipeline"
 	"github.com/relayhq/relay/testutil"
 )
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/relayhq/relay/relay/internal/invalid"
 	"github.com/relayhq/relay/relay/internal/webhook"
 )
 
@@ -54,7 +55,7 @@ func (d Deps) ghostRoute(next http.HandlerFunc) http.HandlerFunc {
 
 // storeError answers an error from the webhook store for a request at action.
 func (d Deps) storeError(w http.ResponseWriter, r *http.Request, action string, err error) {
-	var ve *webhook.ValidationError
+	var ve *invalid.Error
 	switch {
 	case errors.Is(err, webhook.ErrDuplicate):
 		writeAPIError(w, action, &apiError{Type: "ValidationError", Message: msgDuplicate})

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/relayhq/relay/relay/internal/audit"
+	"github.com/relayhq/relay/relay/internal/store"
+	"github.com/relayhq/relay/relay/internal/invalid"
 )
 
 // The read-only audit API (SPEC §6), with the Admin API's key auth and error shape:
@@ -37,13 +39,13 @@ func (d Deps) auditStore() audit.Store { return audit.Store{Pool: d.Pool} }
 
 // auditError maps the audit package's errors to Ghost-shaped responses.
 func (d Deps) auditError(w http.ResponseWriter, r *http.Request, err error) {
-	var inv *audit.InvalidError
+	var inv *invalid.Error
 	switch {
 	case errors.As(err, &inv):
 		writeAPIError(w, actionNone, &apiError{Type: "ValidationError", Message: inv.Message, Property: inv.Field})
 	case errors.Is(err, audit.ErrNotFound):
 		writeAPIError(w, actionNone, &apiError{Type: "NotFoundError", Message: "Resource not found."})
-	case errors.Is(err, audit.ErrInFlight), errors.Is(err, audit.ErrWebhookInactive):
+	case errors.Is(err, store.ErrInFlight), errors.Is(err, store.ErrWebhookInactive):
 		writeAPIError(w, actionNone, &apiError{Type: "ConflictError", Message: err.Error()})
 	default:
 		internalError(d, w, r, actionNone, err)
@@ -60,7 +62,7 @@ func parseFilter(q url.Values, allowed ...string) (audit.Filter, error) {
 	}
 	for k := range q {
 		if !ok[k] {
-			return f, &audit.InvalidError{Field: k, Message: "unknown query parameter " + strconv.Quote(clip(k, 40))}
+			return f, &invalid.Error{Field: k, Message: "unknown query parameter " + strconv.Quote(clip(k, 40))}
 		}
 	}
 	f.Event, f.EventID, f.Webhook, f.Status, f.Cursor, f.Source = q.Get("event"), q.Get("event_id"), q.Get("webhook"), q.Get("status"), q.Get("cursor"), q.Get("source")
@@ -72,7 +74,7 @@ func parseFilter(q url.Values, allowed ...string) (audit.Filter, error) {
 		if v := q.Get(p.name); v != "" {
 			t, err := audit.ParseTime(v, now)
 			if err != nil {
-				return f, &audit.InvalidError{Field: p.name, Message: p.name + ": " + err.Error()}
+				return f, &invalid.Error{Field: p.name, Message: p.name + ": " + err.Error()}
 			}
 			*p.dst = t
 		}
@@ -80,7 +82,7 @@ func parseFilter(q url.Values, allowed ...string) (audit.Filter, error) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			return f, &audit.InvalidError{Field: "limit", Message: "limit must be a positive number"}
+			return f, &invalid.Error{Field: "limit", Message: "limit must be a positive number"}
 		}
 		f.Limit = n
 	}
@@ -168,7 +170,7 @@ func (d Deps) auditRedeliver(w http.ResponseWriter, r *http.Request) {
 		d.auditError(w, r, err)
 		return
 	}
-	if _, err := d.auditStore().Redeliver(r.Context(), audit.Selection{DeliveryID: id}); err != nil {
+	if _, err := store.Redeliver(r.Context(), d.Pool, store.Selection{DeliveryID: id}); err != nil {
 		d.auditError(w, r, err)
 		return
 	}
@@ -182,7 +184,7 @@ func (d Deps) auditRedeliver(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d Deps) auditRedeliverEvent(w http.ResponseWriter, r *http.Request) {
-	res, err := d.auditStore().Redeliver(r.Context(), audit.Selection{EventID: r.PathValue("id")})
+	res, err := store.Redeliver(r.Context(), d.Pool, store.Selection{EventID: r.PathValue("id")})
 	if err != nil {
 		d.auditError(w, r, err)
 		return

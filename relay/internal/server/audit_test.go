@@ -13,8 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/relayhq/relay/outbox"
-	"github.com/relayhq/relay/relay/internal/pipeline"
 	"github.com/relayhq/relay/relay/internal/audit"
+	"github.com/relayhq/relay/relay/internal/pipeline"
 	"github.com/relayhq/relay/relay/internal/relaytest"
 	"github.com/relayhq/relay/testutil"
 )

@@ -12,8 +12,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/relayhq/relay/relay/internal/pipeline"
 	"github.com/relayhq/relay/relay/internal/metrics"
+	"github.com/relayhq/relay/relay/internal/pipeline"
 	"github.com/relayhq/relay/relay/internal/server"
 	"github.com/relayhq/relay/testutil"
 )

@@ -12,7 +12,7 @@ import (
 	"github.com/stripe/stripe-go/v82/webhook"
 
 	"github.com/relayhq/relay/relay/internal/apikey"
-	"github.com/relayhq/relay/relay/internal/audit"
+	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/relay/internal/server"
 	relaywebhook "github.com/relayhq/relay/relay/internal/webhook"
 	"github.com/relayhq/relay/testutil"
@@ -113,7 +113,7 @@ func TestRedeliveredStripeEventIsSignedOnlyWhenAskedExplicitly(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		return stripeCount(t, db, `SELECT count(*) FROM relay.delivery_attempts`) == 2
 	})
-	if _, err := (audit.Store{Pool: db.Pool}).Redeliver(context.Background(), audit.Selection{DeliveryID: id, StripeSignature: true}); err != nil {
+	if _, err := store.Redeliver(context.Background(), db.Pool, store.Selection{DeliveryID: id, StripeSignature: true}); err != nil {
 		t.Fatal(err)
 	}
 	stripeVerifyDelivery(t, ghost.WaitFor(t, 3, 10*time.Second)[2], body)

@@ -14,13 +14,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/relay/internal/webhook"
 )
-
-// ConsumerGroup is the watermill-sql consumer group the relays read the outbox with.
-// It must equal the relay package's own (unexported) constant; the metrics tests
-// check that the backlog drains to zero once a relay has read everything.
-const ConsumerGroup = "relay"
 
 // Summary is the database-wide state at one instant.
 type Summary struct {
@@ -62,7 +58,7 @@ SELECT unread.n,
 func ReadSummary(ctx context.Context, pool *pgxpool.Pool) (Summary, error) {
 	var s Summary
 	var age float64
-	if err := pool.QueryRow(ctx, backlogSQL, ConsumerGroup).Scan(&s.Backlog, &age, &s.Pending, &s.Failed); err != nil {
+	if err := pool.QueryRow(ctx, backlogSQL, store.ConsumerGroup).Scan(&s.Backlog, &age, &s.Pending, &s.Failed); err != nil {
 		return Summary{}, fmt.Errorf("status: read backlog and delivery counts: %w", err)
 	}
 	s.OldestUnread = time.Duration(age * float64(time.Second))

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/relayhq/relay/relay/internal/invalid"
 	"github.com/relayhq/relay/relay/internal/webhook"
 )
 
@@ -24,7 +25,7 @@ func FuzzValidateTargetURL(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		err := webhook.ValidateTargetURL(s)
 		if err != nil {
-			var ve *webhook.ValidationError
+			var ve *invalid.Error
 			if !errors.As(err, &ve) || ve.Message == "" {
 				t.Fatalf("error is not a ValidationError with a message: %v", err)
 			}

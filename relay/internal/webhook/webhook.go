@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/relayhq/relay/relay/internal/invalid"
+	"github.com/relayhq/relay/relay/internal/store"
 )
 
 // Webhook is one subscription, with Ghost's columns plus status and disabled_reason.
@@ -57,15 +59,6 @@ func MaskSecret(s string) string {
 	}
 	return "****"
 }
-
-// ValidationError is bad input from the caller: Message is one sentence about Field,
-// fit for a CLI error line and for the context of an Admin API error (422).
-type ValidationError struct {
-	Field   string
-	Message string
-}
-
-func (e *ValidationError) Error() string { return e.Message }
 
 var (
 	// ErrNotFound is returned for an unknown webhook id.
@@ -120,14 +113,14 @@ func GenerateSecret() (string, error) {
 // also takes relative references and other schemes; the relay cannot deliver to those.
 func ValidateTargetURL(s string) error {
 	if s == "" {
-		return &ValidationError{"target_url", "target_url is required."}
+		return &invalid.Error{Field: "target_url", Message: "target_url is required."}
 	}
 	if utf8.RuneCountInString(s) > 2000 {
-		return &ValidationError{"target_url", "target_url must be at most 2000 characters."}
+		return &invalid.Error{Field: "target_url", Message: "target_url must be at most 2000 characters."}
 	}
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
-		return &ValidationError{"target_url", fmt.Sprintf("target_url must be an absolute http:// or https:// URL, got %q.", truncate(s, 100))}
+		return &invalid.Error{Field: "target_url", Message: fmt.Sprintf("target_url must be an absolute http:// or https:// URL, got %q.", truncate(s, 100))}
 	}
 	return nil
 }
@@ -137,11 +130,11 @@ func ValidateTargetURL(s string) error {
 func ValidateEvent(s string) error {
 	switch {
 	case s == "":
-		return &ValidationError{"event", "event is required."}
+		return &invalid.Error{Field: "event", Message: "event is required."}
 	case utf8.RuneCountInString(s) > 50:
-		return &ValidationError{"event", "event must be at most 50 characters."}
+		return &invalid.Error{Field: "event", Message: "event must be at most 50 characters."}
 	case s != strings.ToLower(s):
-		return &ValidationError{"event", fmt.Sprintf("event must be lowercase, got %q.", s)}
+		return &invalid.Error{Field: "event", Message: fmt.Sprintf("event must be lowercase, got %q.", s)}
 	}
 	return nil
 }
@@ -200,7 +193,7 @@ func (s Store) Add(ctx context.Context, in Input) (Webhook, error) {
 // ValidateStatus accepts what an edit may set a webhook's status to.
 func ValidateStatus(s string) error {
 	if s != "active" && s != "disabled" {
-		return &ValidationError{"status", "status must be active or disabled."}
+		return &invalid.Error{Field: "status", Message: "status must be active or disabled."}
 	}
 	return nil
 }
@@ -215,35 +208,40 @@ func (s Store) Edit(ctx context.Context, id string, in Input) (Webhook, error) {
 			return Webhook{}, err
 		}
 	}
-	row := s.Pool.QueryRow(ctx, `UPDATE relay.webhooks SET
-		event = coalesce($2, event),
-		target_url = coalesce($3, target_url),
-		name = CASE WHEN $4 THEN nullif($5, '') ELSE name END,
-		secret = CASE WHEN $6 THEN nullif($7, '') ELSE secret END,
-		api_version = coalesce($8, api_version),
-		status = coalesce($9, status),
-		disabled_reason = CASE WHEN $9::text = 'active' THEN NULL
-		                       WHEN $9::text = 'disabled' AND status = 'active' THEN 'disabled by operator'
-		                       ELSE disabled_reason END,
-		stripe_signature = CASE WHEN $10::boolean IS NOT NULL THEN $10
-		                        WHEN ($2::text IS NOT NULL AND $2 <> event) OR ($3::text IS NOT NULL AND $3 <> target_url) THEN false
-		                        ELSE stripe_signature END,
-		updated_at = now()
-		WHERE id = $1 RETURNING `+columns,
-		id, in.Event, in.TargetURL, in.Name.Set, in.Name.Value, in.Secret.Set, in.Secret.Value, in.APIVersion, in.Status, in.StripeSignature)
-	w, err := scan(row)
+	var w Webhook
+	// One transaction: the fields change and, when the edit disables the webhook, its
+	// pending work ends with it (store.DisableWebhook, the rule a 410 and the
+	// auto-disable follow too).
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var err error
+		w, err = scan(tx.QueryRow(ctx, `UPDATE relay.webhooks SET
+			event = coalesce($2, event),
+			target_url = coalesce($3, target_url),
+			name = CASE WHEN $4 THEN nullif($5, '') ELSE name END,
+			secret = CASE WHEN $6 THEN nullif($7, '') ELSE secret END,
+			api_version = coalesce($8, api_version),
+			status = CASE WHEN $9::text = 'active' THEN 'active' ELSE status END,
+			disabled_reason = CASE WHEN $9::text = 'active' THEN NULL ELSE disabled_reason END,
+			stripe_signature = CASE WHEN $10::boolean IS NOT NULL THEN $10
+			                        WHEN ($2::text IS NOT NULL AND $2 <> event) OR ($3::text IS NOT NULL AND $3 <> target_url) THEN false
+			                        ELSE stripe_signature END,
+			updated_at = now()
+			WHERE id = $1 RETURNING `+columns,
+			id, in.Event, in.TargetURL, in.Name.Set, in.Name.Value, in.Secret.Set, in.Secret.Value, in.APIVersion, in.Status, in.StripeSignature))
+		if err != nil || in.Status == nil || *in.Status != "disabled" || w.Status != "active" {
+			return err
+		}
+		if _, _, err := store.DisableWebhook(ctx, tx, id, "disabled by operator", 0); err != nil {
+			return err
+		}
+		w, err = scan(tx.QueryRow(ctx, `SELECT `+columns+` FROM relay.webhooks WHERE id = $1`, id))
+		return err
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Webhook{}, ErrNotFound
 	}
 	if err != nil {
 		return Webhook{}, mapError(err)
-	}
-	if in.Status != nil && *in.Status == "disabled" {
-		if _, err := s.Pool.Exec(ctx, `UPDATE relay.deliveries SET status = 'cancelled', next_attempt_at = NULL,
-			last_error = 'webhook disabled: ' || coalesce($2, 'by operator')
-			WHERE webhook_id = $1 AND status = 'pending'`, id, w.DisabledReason); err != nil {
-			return w, fmt.Errorf("cancel pending deliveries of %s: %w", id, err)
-		}
 	}
 	return w, nil
 }
@@ -321,20 +319,20 @@ func validate(in Input) error {
 		}
 	}
 	if in.Name.Value != nil && utf8.RuneCountInString(*in.Name.Value) > 191 {
-		return &ValidationError{"name", "name must be at most 191 characters."}
+		return &invalid.Error{Field: "name", Message: "name must be at most 191 characters."}
 	}
 	if sec := in.Secret.Value; sec != nil {
 		if utf8.RuneCountInString(*sec) > 191 {
-			return &ValidationError{"secret", "secret must be at most 191 characters."}
+			return &invalid.Error{Field: "secret", Message: "secret must be at most 191 characters."}
 		}
 		if strings.HasPrefix(*sec, "whsec_") {
 			if _, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(*sec, "whsec_")); err != nil {
-				return &ValidationError{"secret", "A secret that starts with whsec_ must be followed by base64 (the Standard Webhooks key)."}
+				return &invalid.Error{Field: "secret", Message: "A secret that starts with whsec_ must be followed by base64 (the Standard Webhooks key)."}
 			}
 		}
 	}
 	if in.APIVersion != nil && utf8.RuneCountInString(*in.APIVersion) > 50 {
-		return &ValidationError{"api_version", "api_version must be at most 50 characters."}
+		return &invalid.Error{Field: "api_version", Message: "api_version must be at most 50 characters."}
 	}
 	return nil
 }
@@ -356,12 +354,12 @@ func mapError(err error) error {
 			return ErrUnknownIntegration
 		case "22023":
 			// relay.check_webhook: "unknown webhook event 'x'" or "... must be lowercase".
-			return &ValidationError{"event", upperFirst(pgErr.Message) + "."}
+			return &invalid.Error{Field: "event", Message: upperFirst(pgErr.Message) + "."}
 		case "23514", "22001":
 			if pgErr.ConstraintName == "webhooks_stripe_signature_pattern" {
-				return &ValidationError{"stripe_signature", "Only a stripe.* or stripe.<type> webhook can receive Stripe's signature."}
+				return &invalid.Error{Field: "stripe_signature", Message: "Only a stripe.* or stripe.<type> webhook can receive Stripe's signature."}
 			}
-			return &ValidationError{"", upperFirst(pgErr.Message) + "."}
+			return &invalid.Error{Field: "", Message: upperFirst(pgErr.Message) + "."}
 		}
 	}
 	return fmt.Errorf("save webhook: %w", err)

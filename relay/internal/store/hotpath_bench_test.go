@@ -1,9 +1,8 @@
-package pipeline
+package store_test
 
-// Micro-benchmarks of the database statements on the hot path, against a real
-// PostgreSQL: fan-out of a batch, a claim, and a batched result write. Each reports
-// ns per event or delivery, so they compare directly with the end-to-end figures of
-// `relay bench`.
+// Micro-benchmarks of the statements on the hot path, against a real PostgreSQL:
+// fan-out of a batch, a claim, and a batched record. Each reports ns per event or
+// delivery, so they compare directly with the end-to-end figures of `relay bench`.
 
 import (
 	"context"
@@ -14,8 +13,8 @@ import (
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
 
+	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/testutil"
 )
 
@@ -44,9 +43,9 @@ func emitN(b *testing.B, db *testutil.DB, n int) []string {
 	return ids
 }
 
-// BenchmarkFanoutBatch fans out batches of 100 events to 1 and 10 webhooks in the way the
+// BenchmarkFanOut fans out batches of 100 events to 1 and 10 webhooks in the way the
 // subscriber does: one statement in a REPEATABLE READ transaction.
-func BenchmarkFanoutBatch(b *testing.B) {
+func BenchmarkFanOut(b *testing.B) {
 	for _, webhooks := range []int{1, 10} {
 		b.Run(fmt.Sprintf("webhooks=%d", webhooks), func(b *testing.B) {
 			db := benchSetup(b, webhooks)
@@ -61,23 +60,17 @@ func BenchmarkFanoutBatch(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				f := &fanouter{batch: 100}
-				rows, err := tx.QueryContext(ctx, fanoutSQL, ids[0], f.batch)
+				covered, err := store.FanOut(ctx, tx, ids[0], 100)
 				if err != nil {
 					b.Fatal(err)
 				}
-				n := 0
-				for rows.Next() {
-					n++
-				}
-				_ = rows.Close()
 				if err := tx.Commit(); err != nil {
 					b.Fatal(err)
 				}
-				if n != 100 {
-					b.Fatalf("fanned out %d events, want 100", n)
+				if len(covered) != 100 {
+					b.Fatalf("fanned out %d events, want 100", len(covered))
 				}
-				events += n
+				events += len(covered)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(events), "ns/event")
 		})
@@ -93,71 +86,64 @@ func pendingDeliveries(b *testing.B, db *testutil.DB, n int) {
 	}
 }
 
+func claim(b *testing.B, db *testutil.DB, n int) []store.Claimed {
+	b.Helper()
+	got, err := store.Claim(context.Background(), db.Pool, store.ClaimRequest{Owner: "bench", Limit: n, DefaultRoom: n, Lease: time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return got
+}
+
 // BenchmarkClaim claims 16 deliveries (the prefetch of one webhook at the default
 // concurrency) from a backlog of 20,000.
 func BenchmarkClaim(b *testing.B) {
 	db := benchSetup(b, 1)
 	pendingDeliveries(b, db, 20_000)
-	cfg := DefaultConfig()
-	s := newClaimSubscriber(db.Pool, cfg, "bench", nil, zerolog.Nop())
-	ctx := context.Background()
-	var claimedN int
+	var claimed int
 	for b.Loop() {
-		n, err := s.claim(ctx, 16)
-		if err != nil {
+		got := claim(b, db, 16)
+		b.StopTimer()
+		if _, err := store.Release(context.Background(), db.Pool, "bench", nil); err != nil {
 			b.Fatal(err)
 		}
-		b.StopTimer()
-		s.releaseQueued()
-		s.hooks = map[string]*hook{}
 		b.StartTimer()
-		claimedN += n
+		claimed += len(got)
 	}
-	if claimedN == 0 {
+	if claimed == 0 {
 		b.Fatal("claimed nothing")
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(claimedN), "ns/delivery")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(claimed), "ns/delivery")
 }
 
-// BenchmarkRecord writes batches of results (attempt rows, delivery states, webhook
+// BenchmarkRecord writes batches of outcomes (attempt rows, delivery states, webhook
 // last_triggered_*) in one statement, at the batch sizes seen under load.
 func BenchmarkRecord(b *testing.B) {
 	for _, size := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
 			db := benchSetup(b, 1)
 			pendingDeliveries(b, db, 20_000)
-			cfg := DefaultConfig()
-			cfg.WebhookConcurrency = size
-			s := newClaimSubscriber(db.Pool, cfg, "bench", nil, zerolog.Nop())
-			rec := newRecorder(db.Pool, "bench", zerolog.Nop())
 			ctx := context.Background()
 			var written int
 			for b.Loop() {
 				b.StopTimer()
-				s.hooks = map[string]*hook{}
-				s.queued = 0
-				if _, err := s.claim(ctx, size); err != nil {
-					b.Fatal(err)
-				}
-				var batch []*pending
-				for _, h := range s.hooks {
-					for _, c := range h.queued {
-						batch = append(batch, &pending{res: result{Delivery: c, Status: statusSucceeded,
-							Attempt: attemptResult{Started: time.Now(), Duration: time.Millisecond, StatusCode: 200}}})
-					}
-				}
-				if len(batch) == 0 {
+				got := claim(b, db, size)
+				if len(got) == 0 {
 					b.Fatal("no deliveries left to record")
 				}
+				outs := make([]store.Outcome, len(got))
+				for i, c := range got {
+					outs[i] = store.Outcome{Lease: c.Lease, Status: store.Succeeded, Started: time.Now(), Duration: time.Millisecond, StatusCode: 200}
+				}
 				b.StartTimer()
-				got, err := rec.write(ctx, batch)
+				recorded, err := store.Record(ctx, db.Pool, "bench", outs)
 				if err != nil {
 					b.Fatal(err)
 				}
-				if len(got) != len(batch) {
-					b.Fatalf("recorded %d of %d", len(got), len(batch))
+				if len(recorded) != len(outs) {
+					b.Fatalf("recorded %d of %d", len(recorded), len(outs))
 				}
-				written += len(batch)
+				written += len(outs)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(written), "ns/delivery")
 		})

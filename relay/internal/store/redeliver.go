@@ -1,4 +1,4 @@
-package audit
+package store
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/relayhq/relay/relay/internal/invalid"
 )
 
 // Selection says which deliveries to redeliver; set exactly one of DeliveryID, EventID
@@ -78,6 +80,9 @@ WITH cand AS (
 )
 SELECT c.id, c.webhook_ok, c.in_flight FROM cand c ORDER BY c.id`
 
+// ErrNotFound is returned when what Redeliver was asked to act on does not exist.
+var ErrNotFound = errors.New("not found")
+
 // Redeliver puts the selected deliveries back in the queue, due now, and wakes every
 // running relay (NOTIFY relay_deliveries) so that they are attempted at once. It works
 // on any status: a failed or cancelled delivery is tried again, a pending one waiting
@@ -90,7 +95,7 @@ SELECT c.id, c.webhook_ok, c.in_flight FROM cand c ORDER BY c.id`
 //
 // For a single delivery, ErrNotFound, ErrInFlight or ErrWebhookInactive say why
 // nothing happened; for an event or a webhook, the Result lists what was skipped.
-func (s Store) Redeliver(ctx context.Context, sel Selection) (Result, error) {
+func Redeliver(ctx context.Context, pool Beginner, sel Selection) (Result, error) {
 	res := Result{Redelivered: []int64{}, InFlight: []int64{}, WebhookInactive: []int64{}}
 	var cond string
 	var arg any
@@ -100,28 +105,28 @@ func (s Store) Redeliver(ctx context.Context, sel Selection) (Result, error) {
 	case sel.EventID != "" && sel.DeliveryID == 0 && sel.WebhookID == "":
 		id, err := uuid.Parse(sel.EventID)
 		if err != nil {
-			return res, invalid("event", "event id must be a UUID, got %q", clip(sel.EventID))
+			return res, invalid.New("event", "event id must be a UUID, got %q", clip(sel.EventID))
 		}
 		cond, arg = "d.event_id = $4::uuid", id.String()
 	case sel.WebhookID != "" && sel.DeliveryID == 0 && sel.EventID == "":
 		if sel.Since.IsZero() {
-			return res, invalid("since", "redelivering a webhook's deliveries needs a since time")
+			return res, invalid.New("since", "redelivering a webhook's deliveries needs a since time")
 		}
 		status := sel.Status
 		if status == "" {
 			status = "failed"
 		}
-		if !validStatus(status) {
-			return res, invalid("status", "status must be one of pending, succeeded, failed, cancelled, got %q", status)
+		if _, ok := ParseStatus(status); !ok {
+			return res, invalid.New("status", "status must be one of pending, succeeded, failed, cancelled, got %q", status)
 		}
 		// Status is checked above, so a literal is safe here; unlike a parameter it lets
 		// the planner use the partial index of failed deliveries.
 		cond = "d.webhook_id = $4 AND d.created_at >= $5 AND d.status = '" + status + "'"
-		return s.redeliver(ctx, res, cond, sel.StripeSignature, sel.WebhookID, sel.Since)
+		return redeliver(ctx, pool, res, cond, sel.StripeSignature, sel.WebhookID, sel.Since)
 	default:
-		return res, invalid("selection", "choose exactly one of a delivery id, an event id, or a webhook id with a since time")
+		return res, invalid.New("selection", "choose exactly one of a delivery id, an event id, or a webhook id with a since time")
 	}
-	res, err := s.redeliver(ctx, res, cond, sel.StripeSignature, arg)
+	res, err := redeliver(ctx, pool, res, cond, sel.StripeSignature, arg)
 	if err != nil {
 		return res, err
 	}
@@ -137,7 +142,7 @@ func (s Store) Redeliver(ctx context.Context, sel Selection) (Result, error) {
 	}
 	if sel.EventID != "" && len(res.Redelivered)+len(res.InFlight)+len(res.WebhookInactive) == 0 {
 		var exists bool
-		if err := s.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM relay.outbox WHERE "uuid"::uuid = $1::uuid)`, arg).Scan(&exists); err != nil {
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM relay.outbox WHERE "uuid"::uuid = $1::uuid)`, arg).Scan(&exists); err != nil {
 			return res, fmt.Errorf("redeliver: look up event: %w", err)
 		}
 		if !exists {
@@ -147,14 +152,14 @@ func (s Store) Redeliver(ctx context.Context, sel Selection) (Result, error) {
 	return res, nil
 }
 
-func (s Store) redeliver(ctx context.Context, res Result, cond string, signStripe bool, args ...any) (Result, error) {
+func redeliver(ctx context.Context, pool Beginner, res Result, cond string, signStripe bool, args ...any) (Result, error) {
 	q := fmt.Sprintf(redeliverSQL, cond)
 	var last int64
 	for {
 		// One batch, kept apart until its transaction commits.
 		var batch Result
 		n := 0
-		err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			batch, n = Result{}, 0
 			rows, err := tx.Query(ctx, q, append([]any{last, redeliverBatch, signStripe}, args...)...)
 			if err != nil {

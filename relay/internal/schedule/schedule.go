@@ -1,0 +1,246 @@
+// Package schedule decides, in memory, which claimed delivery may start: at most
+// PerWebhook requests in flight to one webhook and Workers attempts in flight in the
+// process, oldest due first across webhooks, and never a delivery whose lease would end
+// before its attempt could. A relay claims ahead (up to Prefetch per webhook) so that one
+// claim statement feeds many requests; the Scheduler holds what was claimed until it
+// can start.
+//
+// It knows nothing of the database or HTTP: its clock is injected and its tests are
+// tables.
+package schedule
+
+import (
+	"sync"
+	"time"
+
+	"github.com/relayhq/relay/relay/internal/store"
+)
+
+// Delivery is a claimed delivery waiting for, or making, its attempt.
+type Delivery struct {
+	store.Claimed
+	// LeaseUntil is when the lease runs out by this process's clock (taken before the
+	// claim, so it errs early).
+	LeaseUntil time.Time
+	// ClaimedAt is when the claim was made.
+	ClaimedAt time.Time
+}
+
+func earlier(a, b *Delivery) bool {
+	if c := a.DueAt.Compare(b.DueAt); c != 0 {
+		return c < 0
+	}
+	return a.ID < b.ID
+}
+
+// Config bounds a Scheduler.
+type Config struct {
+	// PerWebhook bounds the requests in flight to one webhook.
+	PerWebhook int
+	// Workers bounds the attempts in flight (a request, then its recording).
+	Workers int
+	// Prefetch bounds the deliveries of one webhook held (in flight and queued).
+	Prefetch int
+	// QueueBudget bounds the deliveries held and not started, across webhooks.
+	QueueBudget int
+	// MinLease is the lease an attempt needs left to start (its timeout plus room to
+	// record it); a queued delivery with less is handed back instead.
+	MinLease time.Duration
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+type hook struct {
+	inflight int
+	queued   []*Delivery // in due order
+}
+
+// Scheduler is safe for concurrent use.
+type Scheduler struct {
+	cfg Config
+
+	mu      sync.Mutex
+	hooks   map[string]*hook
+	started map[int64]*started
+	queued  int  // held and not started
+	refill  bool // a webhook's queue ran low since TakeRefill
+}
+
+// started is a delivery handed out: its request slot is held until RequestDone, its
+// worker until Done.
+type started struct {
+	d          *Delivery
+	requesting bool
+}
+
+// New returns an empty Scheduler.
+func New(cfg Config) *Scheduler {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Scheduler{cfg: cfg, hooks: map[string]*hook{}, started: map[int64]*started{}}
+}
+
+// Add holds claimed deliveries (each webhook's in due order).
+func (s *Scheduler) Add(batch ...*Delivery) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range batch {
+		h := s.hooks[d.WebhookID]
+		if h == nil {
+			h = &hook{}
+			s.hooks[d.WebhookID] = h
+		}
+		h.queued = append(h.queued, d)
+	}
+	s.queued += len(batch)
+}
+
+// Next returns the oldest-due held delivery whose webhook has a free request slot,
+// provided a worker is free, and marks it started (nil when none may start). It also
+// returns, as stale, the held deliveries whose lease no longer covers an attempt: the
+// caller hands those back.
+func (s *Scheduler) Next() (d *Delivery, stale []*Delivery) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.started) >= s.cfg.Workers {
+		return nil, nil
+	}
+	minLease := s.cfg.Now().Add(s.cfg.MinLease)
+	var best *hook
+	for id, h := range s.hooks {
+		for len(h.queued) > 0 && h.queued[0].LeaseUntil.Before(minLease) {
+			stale = append(stale, h.queued[0])
+			h.queued = h.queued[1:]
+			s.queued--
+		}
+		if len(h.queued) == 0 && h.inflight == 0 {
+			delete(s.hooks, id)
+			continue
+		}
+		if len(h.queued) == 0 || h.inflight >= s.cfg.PerWebhook {
+			continue
+		}
+		if best == nil || earlier(h.queued[0], best.queued[0]) {
+			best = h
+		}
+	}
+	if best == nil {
+		return nil, stale
+	}
+	d = best.queued[0]
+	best.queued = best.queued[1:]
+	best.inflight++
+	s.queued--
+	s.started[d.ID] = &started{d: d, requesting: true}
+	return d, stale
+}
+
+// Started returns the started delivery id, if it is one.
+func (s *Scheduler) Started(id int64) (*Delivery, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.started[id]
+	if !ok {
+		return nil, false
+	}
+	return st.d, true
+}
+
+// RequestDone frees the request slot of started delivery id: its webhook may get the
+// next request while this result is recorded. gone (the receiver answered 410) also
+// drops what is held for that webhook, which the caller hands back. Calling it again,
+// or for an id not started, does nothing.
+func (s *Scheduler) RequestDone(id int64, gone bool) (dropped []*Delivery) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requestDone(id, gone)
+}
+
+func (s *Scheduler) requestDone(id int64, gone bool) (dropped []*Delivery) {
+	st, ok := s.started[id]
+	if !ok || !st.requesting {
+		return nil
+	}
+	st.requesting = false
+	h := s.hooks[st.d.WebhookID]
+	if h == nil {
+		return nil
+	}
+	h.inflight--
+	if gone {
+		dropped, h.queued = h.queued, nil
+		s.queued -= len(dropped)
+	}
+	if h.inflight+len(h.queued) <= s.cfg.PerWebhook {
+		s.refill = true
+	}
+	return dropped
+}
+
+// Done frees the worker of started delivery id (its result is recorded, or given up
+// on), and its request slot if RequestDone was not called.
+func (s *Scheduler) Done(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requestDone(id, false)
+	delete(s.started, id)
+}
+
+// Unstart undoes Next for a delivery that could not be handed out; the caller hands
+// its lease back.
+func (s *Scheduler) Unstart(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.started[id]
+	if !ok {
+		return
+	}
+	if h := s.hooks[st.d.WebhookID]; h != nil && st.requesting {
+		h.inflight--
+	}
+	delete(s.started, id)
+}
+
+// ClaimRoom says what the next claim may take: how many more deliveries each held
+// webhook may have (others get Prefetch), and how many in all.
+func (s *Scheduler) ClaimRoom() (room map[string]int, budget int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	room = make(map[string]int, len(s.hooks))
+	for id, h := range s.hooks {
+		room[id] = max(s.cfg.Prefetch-h.inflight-len(h.queued), 0)
+	}
+	return room, s.cfg.QueueBudget - s.queued
+}
+
+// TakeRefill reports whether a held webhook's queue ran low since the last call: time
+// to claim again rather than wait for a poll.
+func (s *Scheduler) TakeRefill() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.refill
+	s.refill = false
+	return r
+}
+
+// Drain removes and returns every held delivery not started (shutdown: the caller
+// hands their leases back).
+func (s *Scheduler) Drain() []*Delivery {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var all []*Delivery
+	for _, h := range s.hooks {
+		all = append(all, h.queued...)
+		h.queued = nil
+	}
+	s.queued = 0
+	return all
+}
+
+// Working is the number of started deliveries whose worker is not yet free.
+func (s *Scheduler) Working() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.started)
+}

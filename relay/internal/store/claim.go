@@ -1,0 +1,166 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// claimSQL leases due deliveries in one short statement: per active webhook at most
+// its room ($5/$6, or $3 for a webhook the caller holds nothing of), oldest first,
+// skipping rows another relay is claiming right now; then the oldest $2 of those across
+// webhooks. Scanning per webhook (LATERAL) is what keeps a receiver with a huge
+// backlog or a hang from starving the others.
+const claimSQL = `
+WITH room AS (
+    SELECT * FROM unnest($5::text[], $6::int[]) AS r(webhook_id, n)
+), claimable AS (
+    SELECT d.id
+      FROM relay.webhooks w
+      LEFT JOIN room ON room.webhook_id = w.id
+     CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at
+          FROM relay.deliveries d
+         WHERE d.webhook_id = w.id
+           AND d.status = 'pending'
+           AND d.next_attempt_at <= now()
+           AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= now())
+         ORDER BY d.next_attempt_at, d.id
+         LIMIT greatest(coalesce(room.n, $3::int), 0)
+           FOR UPDATE OF d SKIP LOCKED
+     ) d
+     WHERE w.status = 'active'
+     ORDER BY d.next_attempt_at, d.id
+     LIMIT $2
+)
+UPDATE relay.deliveries d
+   SET lease_owner = $1, lease_token = gen_random_uuid(),
+       lease_expires_at = now() + $4::interval
+  FROM relay.webhooks w, relay.outbox o
+ -- = ANY(ARRAY(...)) rather than a join with the CTE: the planner cannot estimate the
+ -- CTE's few rows and would hash-join a sequential scan of every delivery.
+ WHERE d.id = ANY(ARRAY(SELECT id FROM claimable))
+   AND w.id = d.webhook_id AND o."uuid"::uuid = d.event_id
+RETURNING d.id, d.lease_token, d.event_id, d.attempts, d.next_attempt_at,
+          w.id, w.target_url, coalesce(w.secret, ''),
+          o.metadata ->> 'event', o.payload::text, o.created_at,
+          -- Stripe's signature only for what the Stripe endpoint created, only to a
+          -- webhook an operator marked, and not on a redelivery unless asked for.
+          (o.source = 'stripe' AND w.stripe_signature AND d.sign_stripe),
+          coalesce(o.metadata ->> 'content_version', '')`
+
+// Lease identifies one claimed delivery: the token fences every write of its result.
+type Lease struct {
+	ID    int64
+	Token string
+}
+
+// Claimed is a leased delivery with everything its attempt needs.
+type Claimed struct {
+	Lease
+	EventID     string
+	Attempts    int // attempts made before this one
+	DueAt       time.Time
+	WebhookID   string
+	TargetURL   string
+	Secret      string
+	Event       string
+	Body        []byte
+	CommittedAt time.Time
+	// StripeSign says the attempt carries a Stripe-Signature (see claimSQL).
+	StripeSign bool
+	// ContentVersion is the Content-Version the event's Ghost site sent; empty for
+	// events from elsewhere.
+	ContentVersion string
+}
+
+// ClaimRequest says how much a claim may take.
+type ClaimRequest struct {
+	Owner string
+	// Limit bounds the whole claim; Room the deliveries taken per webhook, by webhook
+	// id, and DefaultRoom for a webhook not in Room.
+	Limit       int
+	Room        map[string]int
+	DefaultRoom int
+	Lease       time.Duration
+}
+
+// Claim leases due deliveries for r.Owner and returns them oldest due first (first
+// attempts in commit order per webhook).
+func Claim(ctx context.Context, q Querier, r ClaimRequest) ([]Claimed, error) {
+	ids := make([]string, 0, len(r.Room))
+	room := make([]int32, 0, len(r.Room))
+	for id, n := range r.Room {
+		ids = append(ids, id)
+		room = append(room, int32(max(n, 0)))
+	}
+	rows, err := q.Query(ctx, claimSQL, r.Owner, r.Limit, r.DefaultRoom, r.Lease, ids, room)
+	if err != nil {
+		return nil, fmt.Errorf("claim deliveries: %w", err)
+	}
+	batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claimed, error) {
+		var c Claimed
+		var body string
+		err := row.Scan(&c.ID, &c.Token, &c.EventID, &c.Attempts, &c.DueAt,
+			&c.WebhookID, &c.TargetURL, &c.Secret, &c.Event, &body, &c.CommittedAt, &c.StripeSign, &c.ContentVersion)
+		c.Body = []byte(body)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim deliveries: %w", err)
+	}
+	// UPDATE ... RETURNING does not keep the CTE's order.
+	slices.SortFunc(batch, func(a, b Claimed) int {
+		if c := a.DueAt.Compare(b.DueAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	return batch, nil
+}
+
+// releaseSQL hands back leases so that another relay takes the deliveries at once
+// instead of when the lease would have run out: the given ones ($2, $3), or every one
+// owner holds ($2 NULL).
+const releaseSQL = `
+UPDATE relay.deliveries SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+ WHERE status = 'pending' AND lease_owner = $1
+   AND ($2::bigint[] IS NULL OR (id = ANY($2::bigint[]) AND lease_token = ANY($3::uuid[])))`
+
+// Release hands back the leases of owner in leases, or all of owner's when leases is
+// nil, and returns how many it released.
+func Release(ctx context.Context, q Querier, owner string, leases []Lease) (int64, error) {
+	var ids []int64
+	var tokens []string
+	if leases != nil {
+		ids, tokens = make([]int64, len(leases)), make([]string, len(leases))
+		for i, l := range leases {
+			ids[i], tokens[i] = l.ID, l.Token
+		}
+	}
+	tag, err := q.Exec(ctx, releaseSQL, owner, ids, tokens)
+	if err != nil {
+		return 0, fmt.Errorf("release leases: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// stillWantedSQL checks a delivery that waited in a relay's queue: the webhook may have
+// been disabled or deleted, or the delivery cancelled, since it was claimed.
+const stillWantedSQL = `
+SELECT EXISTS (SELECT 1 FROM relay.deliveries d JOIN relay.webhooks w ON w.id = d.webhook_id
+                WHERE d.id = $1 AND d.lease_token = $2 AND d.status = 'pending' AND w.status = 'active')`
+
+// StillWanted reports whether the leased delivery is still pending, still leased by
+// this lease, and its webhook still active.
+func StillWanted(ctx context.Context, q Querier, l Lease) (bool, error) {
+	var ok bool
+	if err := q.QueryRow(ctx, stillWantedSQL, l.ID, l.Token).Scan(&ok); err != nil {
+		return false, fmt.Errorf("check delivery %d: %w", l.ID, err)
+	}
+	return ok, nil
+}

@@ -1,0 +1,127 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Outcome is one finished attempt and the state it leaves its delivery in.
+type Outcome struct {
+	Lease
+	Started    time.Time
+	Duration   time.Duration
+	StatusCode int    // 0 when no response arrived
+	Error      string // the relay's words; empty on 2xx
+	GhostError string // Ghost's words, for webhooks.last_triggered_error; empty on 2xx
+	Excerpt    string // the start of a failed response
+	FinalURL   string // where a followed redirect ended; empty without one
+	Status     Status // Pending (retry at NextAt), Succeeded or Failed
+	NextAt     time.Time
+}
+
+// recordSQL writes a whole batch of outcomes in one statement: the attempt rows, the
+// deliveries' new state, and each webhook's last_triggered_*. It is fenced by the lease
+// token, so a relay that lost its lease cannot overwrite the new holder's work, and a
+// delivery cancelled meanwhile stays cancelled (its attempt is still recorded).
+const recordSQL = `
+WITH r AS (
+    SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::int[], $5::int[],
+                         $6::text[], $7::text[], $8::text[], $9::timestamptz[], $11::text[], $12::text[])
+        AS r(id, token, started_at, duration_ms, status_code, error, excerpt, status, next_at, ghost_error, final_url)
+), upd AS (
+    UPDATE relay.deliveries d
+       SET attempts = d.attempts + 1,
+           status = CASE WHEN d.status = 'pending' THEN r.status ELSE d.status END,
+           next_attempt_at = CASE WHEN d.status = 'pending' AND r.status = 'pending' THEN r.next_at END,
+           lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+           last_status_code = r.status_code,
+           last_error = r.error,
+           delivered_at = CASE WHEN r.status = 'succeeded' THEN now() ELSE d.delivered_at END
+      FROM r
+     -- The redundant = ANY lets the planner find the rows by primary key instead of
+     -- hash-joining a scan of every delivery.
+     WHERE d.id = ANY($1::bigint[]) AND d.id = r.id AND d.lease_token = r.token
+    RETURNING d.id, d.attempts, d.webhook_id, r.started_at, r.duration_ms, r.status_code,
+              r.error, r.excerpt, r.status, r.ghost_error, r.final_url
+), att AS (
+    INSERT INTO relay.delivery_attempts
+           (delivery_id, attempt, started_at, duration_ms, status_code, error, response_excerpt, relay_instance, final_url)
+    SELECT id, attempts, started_at, duration_ms, status_code, error, excerpt, $10, final_url FROM upd
+), last AS (
+    -- Ghost's last_triggered_*: when the last request finished, its status code as
+    -- text, and Ghost's wording of its error.
+    SELECT DISTINCT ON (webhook_id) webhook_id,
+           started_at + duration_ms * interval '1 millisecond' AS finished_at, status_code, error, ghost_error,
+           bool_or(status = 'succeeded') OVER (PARTITION BY webhook_id) AS any_success
+      FROM upd
+     ORDER BY webhook_id, started_at DESC
+), wh AS (
+    UPDATE relay.webhooks w
+       SET last_triggered_at = l.finished_at,
+           last_triggered_status = l.status_code::text,
+           last_triggered_error = l.ghost_error,
+           last_attempt_error = l.error,
+           last_success_at = CASE WHEN l.any_success THEN now() ELSE w.last_success_at END,
+           failing_since = CASE WHEN l.any_success THEN NULL
+                                ELSE coalesce(w.failing_since, l.finished_at) END
+      FROM last l
+     WHERE w.id = l.webhook_id
+)
+SELECT id FROM upd`
+
+// Record writes outcomes for owner in one statement and returns the ids it recorded: an
+// outcome whose lease passed to another relay meanwhile is not (its new holder owns the
+// delivery).
+func Record(ctx context.Context, q Querier, owner string, outcomes []Outcome) (map[int64]bool, error) {
+	n := len(outcomes)
+	ids := make([]int64, n)
+	tokens := make([]string, n)
+	started := make([]time.Time, n)
+	durations := make([]int32, n)
+	codes := make([]*int32, n)
+	errs := make([]*string, n)
+	excerpts := make([]*string, n)
+	statuses := make([]string, n)
+	nextAts := make([]*time.Time, n)
+	ghostErrs := make([]*string, n)
+	finalURLs := make([]*string, n)
+	for i, o := range outcomes {
+		ids[i], tokens[i], started[i] = o.ID, o.Token, o.Started
+		durations[i] = int32(o.Duration.Milliseconds())
+		if o.StatusCode != 0 {
+			c := int32(o.StatusCode)
+			codes[i] = &c
+		}
+		errs[i], excerpts[i], ghostErrs[i], finalURLs[i] = nonEmpty(o.Error), nonEmpty(o.Excerpt), nonEmpty(o.GhostError), nonEmpty(o.FinalURL)
+		statuses[i] = string(o.Status)
+		if o.Status == Pending {
+			t := o.NextAt
+			nextAts[i] = &t
+		}
+	}
+	rows, err := q.Query(ctx, recordSQL, ids, tokens, started, durations, codes, errs, excerpts, statuses, nextAts, owner, ghostErrs, finalURLs)
+	if err != nil {
+		return nil, fmt.Errorf("record %d attempts: %w", n, err)
+	}
+	defer rows.Close()
+	recorded := make(map[int64]bool, n)
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("record %d attempts: %w", n, err)
+		}
+		recorded[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("record %d attempts: %w", n, err)
+	}
+	return recorded, nil
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
