@@ -13,11 +13,7 @@ package apikey
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -28,6 +24,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/relayhq/relay/relay/internal/sealbox"
 )
 
 // Key is a stored key, without its secret.
@@ -68,63 +66,32 @@ var (
 	// the two are not told apart to a caller presenting a token.
 	ErrUnknownKey = errors.New("unknown or revoked API key")
 	// ErrNoKEK means the key was sealed but this relay has no key-encryption key.
-	ErrNoKEK = errors.New("API key is encrypted but RELAY_KEY_ENCRYPTION_KEY is not set")
+	ErrNoKEK = sealbox.ErrNoKEK
 	// ErrWrongKEK means the key was sealed under another key-encryption key.
-	ErrWrongKEK = errors.New("API key was encrypted with a different RELAY_KEY_ENCRYPTION_KEY")
+	ErrWrongKEK = sealbox.ErrWrongKEK
 )
 
 // IDPattern is the shape of a key id (and of a JWT's kid): Ghost's 24-hex ObjectId.
 var IDPattern = regexp.MustCompile(`^[0-9a-f]{24}$`)
 
-// ParseKEK reads a key-encryption key: 32 bytes, written as 64 hex characters or as
-// standard base64. Empty means none. Anything else is refused rather than stretched,
-// so that a short passphrase is never mistaken for a strong key.
-func ParseKEK(s string) ([]byte, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return nil, nil
-	}
-	if b, err := hex.DecodeString(s); err == nil && len(b) == 32 {
-		return b, nil
-	}
-	if b, err := base64.StdEncoding.DecodeString(s); err == nil && len(b) == 32 {
-		return b, nil
-	}
-	return nil, errors.New("must be 32 random bytes as 64 hex characters or base64 (e.g. `openssl rand -hex 32`)")
-}
-
 // Store reads and writes relay.api_keys.
 type Store struct {
-	pool        *pgxpool.Pool
-	aead        cipher.AEAD // nil: no key-encryption key
-	fingerprint string
+	pool *pgxpool.Pool
+	box  *sealbox.Box // nil: no key-encryption key
 }
 
-// NewStore returns a Store; kek (from ParseKEK) may be nil, and then new keys are
-// stored in plaintext and sealed ones cannot be used.
+// NewStore returns a Store; kek (from sealbox.ParseKEK) may be nil, and then new keys
+// are stored in plaintext and sealed ones cannot be used.
 func NewStore(pool *pgxpool.Pool, kek []byte) (*Store, error) {
-	s := &Store{pool: pool}
-	if kek == nil {
-		return s, nil
-	}
-	if len(kek) != 32 {
-		return nil, fmt.Errorf("key-encryption key must be 32 bytes, got %d", len(kek))
-	}
-	block, err := aes.NewCipher(kek)
+	box, err := sealbox.New(kek)
 	if err != nil {
-		return nil, fmt.Errorf("key-encryption key: %w", err)
+		return nil, err
 	}
-	if s.aead, err = cipher.NewGCM(block); err != nil {
-		return nil, fmt.Errorf("key-encryption key: %w", err)
-	}
-	// A fingerprint, not the key: it only tells two keys apart.
-	sum := sha256.Sum256(append([]byte("relay api key KEK fingerprint\x00"), kek...))
-	s.fingerprint = hex.EncodeToString(sum[:8])
-	return s, nil
+	return &Store{pool: pool, box: box}, nil
 }
 
 // Encrypts reports whether new keys are sealed.
-func (s *Store) Encrypts() bool { return s.aead != nil }
+func (s *Store) Encrypts() bool { return s.box.Seals() }
 
 // newID makes a Ghost-style ObjectId: 4 bytes of seconds, then 8 random bytes.
 func newID(now time.Time) (string, error) {
@@ -159,13 +126,14 @@ func (s *Store) Create(ctx context.Context, name string) (Key, string, error) {
 	var plain *string
 	var sealed []byte
 	var fp *string
-	if s.aead != nil {
-		nonce := make([]byte, s.aead.NonceSize())
-		if _, err := rand.Read(nonce); err != nil {
-			return Key{}, "", fmt.Errorf("generate nonce: %w", err)
+	if s.box.Seals() {
+		// The key id is the additional data: a sealed secret copied to another row
+		// does not open.
+		if sealed, err = s.box.Seal(raw, id); err != nil {
+			return Key{}, "", err
 		}
-		sealed = s.aead.Seal(nonce, nonce, raw, []byte(id))
-		fp = &s.fingerprint
+		f := s.box.Fingerprint()
+		fp = &f
 	} else {
 		plain = &secret
 	}
@@ -321,19 +289,12 @@ func (s *Store) Lookup(ctx context.Context, id string) (Active, error) {
 		}
 		return Active{Secret: b, IntegrationID: integrationID}, nil
 	}
-	if s.aead == nil {
-		return Active{}, ErrNoKEK
+	if fp == nil {
+		return Active{}, fmt.Errorf("API key %s: sealed secret without a key fingerprint", id)
 	}
-	if fp == nil || *fp != s.fingerprint {
-		return Active{}, ErrWrongKEK
-	}
-	ns := s.aead.NonceSize()
-	if len(sealed) < ns {
-		return Active{}, fmt.Errorf("API key %s: sealed secret is truncated", id)
-	}
-	raw, err := s.aead.Open(nil, sealed[:ns], sealed[ns:], []byte(id))
+	raw, err := s.box.Open(sealed, *fp, id)
 	if err != nil {
-		return Active{}, fmt.Errorf("API key %s: cannot open sealed secret: %w", id, err)
+		return Active{}, fmt.Errorf("API key %s: %w", id, err)
 	}
 	return Active{Secret: raw, IntegrationID: integrationID}, nil
 }

@@ -150,18 +150,22 @@ func (g *Globals) connect(ctx context.Context, log zerolog.Logger, migrate bool)
 	return &database{URL: url, Pool: pool, close: func() { pool.Close(); stopServer() }}, nil
 }
 
-// box is the sealer of the configured key-encryption key (nil when none is set).
-func (g *Globals) box() (*sealbox.Box, error) {
+// kek is the configured key-encryption key (nil when none is set).
+func (g *Globals) kek() ([]byte, error) {
 	kek, err := sealbox.ParseKEK(g.KeyEncryptionKey)
 	if err != nil {
 		return nil, fmt.Errorf("RELAY_KEY_ENCRYPTION_KEY (--key-encryption-key): %w", err)
 	}
-	return sealbox.New(kek)
+	return kek, nil
 }
 
 // ghostSites opens the connected Ghost sites with the configured key-encryption key.
 func (g *Globals) ghostSites(db *database) (*ghostsite.Store, error) {
-	box, err := g.box()
+	kek, err := g.kek()
+	if err != nil {
+		return nil, err
+	}
+	box, err := sealbox.New(kek)
 	if err != nil {
 		return nil, err
 	}
@@ -170,9 +174,9 @@ func (g *Globals) ghostSites(db *database) (*ghostsite.Store, error) {
 
 // keyStore opens the Admin API key store with the configured key-encryption key.
 func (g *Globals) keyStore(db *database) (*apikey.Store, error) {
-	kek, err := apikey.ParseKEK(g.KeyEncryptionKey)
+	kek, err := g.kek()
 	if err != nil {
-		return nil, fmt.Errorf("RELAY_KEY_ENCRYPTION_KEY (--key-encryption-key): %w", err)
+		return nil, err
 	}
 	return apikey.NewStore(db.Pool, kek)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/relayhq/relay/relay/internal/apikey"
+	"github.com/relayhq/relay/relay/internal/sealbox"
 	"github.com/relayhq/relay/relay/internal/server"
 	"github.com/relayhq/relay/testutil"
 )
@@ -441,7 +442,7 @@ func TestRevocationTakesEffectOnTheNextRequest(t *testing.T) {
 }
 
 func TestEncryptedKeysAreUnusableWithoutTheirKEK(t *testing.T) {
-	kek, err := apikey.ParseKEK(strings.Repeat("ab", 32))
+	kek, err := sealbox.ParseKEK(strings.Repeat("ab", 32))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +462,7 @@ func TestEncryptedKeysAreUnusableWithoutTheirKEK(t *testing.T) {
 		t.Fatalf("sealed key stored as plain=%v sealed=%x", plain, sealed)
 	}
 	// The same database served by a relay without the KEK, or with another one.
-	other, _ := apikey.ParseKEK(strings.Repeat("cd", 32))
+	other, _ := sealbox.ParseKEK(strings.Repeat("cd", 32))
 	for name, k := range map[string][]byte{"no KEK": nil, "other KEK": other} {
 		keys, err := apikey.NewStore(a.db.Pool, k)
 		if err != nil {
@@ -480,11 +481,11 @@ func TestEncryptedKeysAreUnusableWithoutTheirKEK(t *testing.T) {
 		wantError(t, name, resp.StatusCode, body, http.StatusUnauthorized, "UnauthorizedError")
 	}
 	// Base64 is accepted too; short or passphrase-like keys are not.
-	if _, err := apikey.ParseKEK(base64.StdEncoding.EncodeToString(kek)); err != nil {
+	if _, err := sealbox.ParseKEK(base64.StdEncoding.EncodeToString(kek)); err != nil {
 		t.Errorf("base64 KEK refused: %v", err)
 	}
 	for _, bad := range []string{"hunter2", strings.Repeat("ab", 16), strings.Repeat("zz", 32)} {
-		if _, err := apikey.ParseKEK(bad); err == nil {
+		if _, err := sealbox.ParseKEK(bad); err == nil {
 			t.Errorf("KEK %q accepted", bad)
 		}
 	}
