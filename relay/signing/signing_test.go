@@ -219,33 +219,33 @@ func TestVerifyStripe(t *testing.T) {
 		{name: "valid", header: good},
 		{name: "valid at edge of past tolerance", header: good, now: now.Add(tol)},
 		{name: "valid at edge of future tolerance", header: good, now: now.Add(-tol)},
-		{name: "stale", header: good, now: now.Add(tol + time.Second), wantErr: signing.ErrTimestampOutOfTolerance},
-		{name: "future", header: good, now: now.Add(-tol - time.Second), wantErr: signing.ErrTimestampOutOfTolerance},
-		{name: "tampered body", header: good, body: []byte(strings.Replace(stripeEventBody, "evt_1", "evt_2", 1)), wantErr: signing.ErrNoValidSignature},
-		{name: "wrong secret", header: good, secret: "whsec_wrong", wantErr: signing.ErrNoValidSignature},
-		{name: "tampered timestamp", header: "t=" + strconv.FormatInt(now.Unix()+1, 10) + ",v1=" + sigOf(good), wantErr: signing.ErrNoValidSignature},
-		{name: "stale and forged reports forgery", header: "t=1,v1=" + otherSig, wantErr: signing.ErrNoValidSignature},
+		{name: "stale", header: good, now: now.Add(tol + time.Second), wantErr: signing.ErrStaleSignature},
+		{name: "future", header: good, now: now.Add(-tol - time.Second), wantErr: signing.ErrStaleSignature},
+		{name: "tampered body", header: good, body: []byte(strings.Replace(stripeEventBody, "evt_1", "evt_2", 1)), wantErr: signing.ErrBadSignature},
+		{name: "wrong secret", header: good, secret: "whsec_wrong", wantErr: signing.ErrBadSignature},
+		{name: "tampered timestamp", header: "t=" + strconv.FormatInt(now.Unix()+1, 10) + ",v1=" + sigOf(good), wantErr: signing.ErrBadSignature},
+		{name: "stale and forged reports forgery", header: "t=1,v1=" + otherSig, wantErr: signing.ErrBadSignature},
 		{name: "multiple v1 one valid", header: "t=" + ts + ",v1=" + otherSig + ",v1=" + sigOf(good)},
 		{name: "multiple v1 valid first", header: "t=" + ts + ",v1=" + sigOf(good) + ",v1=" + otherSig},
 		{name: "v0 ignored", header: good + ",v0=" + strings.Repeat("0", 64)},
 		{name: "unknown scheme ignored", header: "v2=whatever," + good},
-		{name: "only v0", header: "t=" + ts + ",v0=" + sigOf(good), wantErr: signing.ErrNoValidSignature},
+		{name: "only v0", header: "t=" + ts + ",v0=" + sigOf(good), wantErr: signing.ErrBadSignature},
 		{name: "whitespace tolerated", header: " t = " + ts + " ,\tv1= " + sigOf(good) + " "},
 		{name: "uppercase hex accepted", header: "t=" + ts + ",v1=" + strings.ToUpper(sigOf(good))},
-		{name: "empty", header: "", wantErr: signing.ErrNoSignatureHeader},
-		{name: "blank", header: "  ", wantErr: signing.ErrNoSignatureHeader},
-		{name: "garbage", header: "garbage", wantErr: signing.ErrMalformedHeader},
-		{name: "no timestamp", header: "v1=" + sigOf(good), wantErr: signing.ErrMalformedHeader},
-		{name: "two timestamps", header: "t=" + ts + "," + good, wantErr: signing.ErrMalformedHeader},
-		{name: "signed timestamp", header: "t=+" + ts + ",v1=" + sigOf(good), wantErr: signing.ErrMalformedHeader},
-		{name: "negative timestamp", header: "t=-" + ts + ",v1=" + sigOf(good), wantErr: signing.ErrMalformedHeader},
-		{name: "huge timestamp", header: "t=99999999999999999999,v1=" + sigOf(good), wantErr: signing.ErrMalformedHeader},
-		{name: "non hex v1", header: "t=" + ts + ",v1=" + strings.Repeat("z", 64), wantErr: signing.ErrMalformedHeader},
-		{name: "short v1", header: "t=" + ts + ",v1=abcd", wantErr: signing.ErrMalformedHeader},
-		{name: "trailing comma", header: good + ",", wantErr: signing.ErrMalformedHeader},
-		{name: "empty key", header: "=1," + good, wantErr: signing.ErrMalformedHeader},
-		{name: "too long", header: good + ",x=" + strings.Repeat("a", signing.MaxStripeHeaderLen), wantErr: signing.ErrMalformedHeader},
-		{name: "too many v1", header: "t=" + ts + strings.Repeat(",v1="+otherSig, signing.MaxStripeSignatures) + ",v1=" + sigOf(good), wantErr: signing.ErrMalformedHeader},
+		{name: "empty", header: "", wantErr: signing.ErrMissingSignature},
+		{name: "blank", header: "  ", wantErr: signing.ErrMissingSignature},
+		{name: "garbage", header: "garbage", wantErr: signing.ErrMalformedSignature},
+		{name: "no timestamp", header: "v1=" + sigOf(good), wantErr: signing.ErrMalformedSignature},
+		{name: "two timestamps", header: "t=" + ts + "," + good, wantErr: signing.ErrMalformedSignature},
+		{name: "signed timestamp", header: "t=+" + ts + ",v1=" + sigOf(good), wantErr: signing.ErrMalformedSignature},
+		{name: "negative timestamp", header: "t=-" + ts + ",v1=" + sigOf(good), wantErr: signing.ErrMalformedSignature},
+		{name: "huge timestamp", header: "t=99999999999999999999,v1=" + sigOf(good), wantErr: signing.ErrMalformedSignature},
+		{name: "non hex v1", header: "t=" + ts + ",v1=" + strings.Repeat("z", 64), wantErr: signing.ErrMalformedSignature},
+		{name: "short v1", header: "t=" + ts + ",v1=abcd", wantErr: signing.ErrMalformedSignature},
+		{name: "trailing comma", header: good + ",", wantErr: signing.ErrMalformedSignature},
+		{name: "empty key", header: "=1," + good, wantErr: signing.ErrMalformedSignature},
+		{name: "too long", header: good + ",x=" + strings.Repeat("a", signing.MaxStripeHeaderLen), wantErr: signing.ErrMalformedSignature},
+		{name: "too many v1", header: "t=" + ts + strings.Repeat(",v1="+otherSig, signing.MaxStripeSignatures) + ",v1=" + sigOf(good), wantErr: signing.ErrMalformedSignature},
 		{name: "max v1 allowed", header: "t=" + ts + strings.Repeat(",v1="+otherSig, signing.MaxStripeSignatures-1) + ",v1=" + sigOf(good)},
 		{name: "empty secret", header: good, secret: "-", wantErr: signing.ErrEmptySecret},
 	}
@@ -284,8 +284,8 @@ func TestVerifyStripeDefaultTolerance(t *testing.T) {
 		t.Fatalf("within default tolerance: %v", err)
 	}
 	err := signing.VerifyStripe(h, nil, "s", 0, now.Add(signing.DefaultStripeTolerance+time.Second))
-	if !errors.Is(err, signing.ErrTimestampOutOfTolerance) {
-		t.Fatalf("beyond default tolerance: %v, want ErrTimestampOutOfTolerance", err)
+	if !errors.Is(err, signing.ErrStaleSignature) {
+		t.Fatalf("beyond default tolerance: %v, want ErrStaleSignature", err)
 	}
 }
 
@@ -328,8 +328,8 @@ func FuzzVerifyStripe(f *testing.F) {
 			}
 			return
 		}
-		for _, sentinel := range []error{signing.ErrNoSignatureHeader, signing.ErrMalformedHeader,
-			signing.ErrNoValidSignature, signing.ErrTimestampOutOfTolerance, signing.ErrEmptySecret} {
+		for _, sentinel := range []error{signing.ErrMissingSignature, signing.ErrMalformedSignature,
+			signing.ErrBadSignature, signing.ErrStaleSignature, signing.ErrEmptySecret} {
 			if errors.Is(err, sentinel) {
 				return
 			}

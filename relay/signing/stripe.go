@@ -11,16 +11,6 @@ import (
 	"time"
 )
 
-// Sentinel errors returned (wrapped) by VerifyStripe. Compare with errors.Is.
-// HTTP handlers should answer ErrNoSignatureHeader with 400 (the request is
-// not a signed webhook at all) and every other error with 401.
-var (
-	ErrNoSignatureHeader       = errors.New("signing: missing Stripe-Signature header")
-	ErrMalformedHeader         = errors.New("signing: malformed Stripe-Signature header")
-	ErrNoValidSignature        = errors.New("signing: no valid Stripe signature")
-	ErrTimestampOutOfTolerance = errors.New("signing: Stripe signature timestamp outside tolerance")
-)
-
 const (
 	// DefaultStripeTolerance is the replay window VerifyStripe uses when
 	// given a non-positive tolerance; it matches Stripe's own libraries.
@@ -63,7 +53,7 @@ func stripeMAC(secret, t string, body []byte) []byte {
 // means DefaultStripeTolerance). Entries for other schemes (e.g. v0) are
 // ignored, as Stripe's libraries do.
 //
-// The signature is checked before the timestamp, so ErrTimestampOutOfTolerance
+// The signature is checked before the timestamp, so ErrStaleSignature
 // always means "authentic but too old or too new" (a replay or clock skew),
 // never a forgery.
 func VerifyStripe(header string, body []byte, secret string, tolerance time.Duration, now time.Time) error {
@@ -91,7 +81,7 @@ func VerifyStripe(header string, body []byte, secret string, tolerance time.Dura
 	}
 	if !matched {
 		return fmt.Errorf("%w: none of %d v1 signature(s) matches the body and secret",
-			ErrNoValidSignature, len(parsed.signatures))
+			ErrBadSignature, len(parsed.signatures))
 	}
 
 	signedAt := time.Unix(parsed.timestamp, 0)
@@ -99,10 +89,10 @@ func VerifyStripe(header string, body []byte, secret string, tolerance time.Dura
 	// land safely outside the window.
 	if age := now.Sub(signedAt); age > tolerance {
 		return fmt.Errorf("%w: signed at %d, %s before now (tolerance %s)",
-			ErrTimestampOutOfTolerance, parsed.timestamp, age.Truncate(time.Second), tolerance)
+			ErrStaleSignature, parsed.timestamp, age.Truncate(time.Second), tolerance)
 	} else if -age > tolerance {
 		return fmt.Errorf("%w: signed at %d, %s in the future (tolerance %s)",
-			ErrTimestampOutOfTolerance, parsed.timestamp, (-age).Truncate(time.Second), tolerance)
+			ErrStaleSignature, parsed.timestamp, (-age).Truncate(time.Second), tolerance)
 	}
 	return nil
 }
@@ -119,11 +109,11 @@ type stripeHeader struct {
 // value must be a hex-encoded SHA-256 MAC.
 func parseStripeHeader(header string) (*stripeHeader, error) {
 	if strings.TrimSpace(header) == "" {
-		return nil, ErrNoSignatureHeader
+		return nil, ErrMissingSignature
 	}
 	if len(header) > MaxStripeHeaderLen {
 		return nil, fmt.Errorf("%w: %d bytes exceeds the %d byte limit",
-			ErrMalformedHeader, len(header), MaxStripeHeaderLen)
+			ErrMalformedSignature, len(header), MaxStripeHeaderLen)
 	}
 
 	h := &stripeHeader{}
@@ -132,33 +122,33 @@ func parseStripeHeader(header string) (*stripeHeader, error) {
 		key, value, ok := strings.Cut(entry, "=")
 		key, value = trimHeaderSpace(key), trimHeaderSpace(value)
 		if !ok || key == "" {
-			return nil, fmt.Errorf("%w: entry %d is not key=value", ErrMalformedHeader, i+1)
+			return nil, fmt.Errorf("%w: entry %d is not key=value", ErrMalformedSignature, i+1)
 		}
 		switch key {
 		case "t":
 			if sawTimestamp {
 				// Two timestamps are ambiguous; refuse rather than guess
 				// which one the signature covers.
-				return nil, fmt.Errorf("%w: more than one t= entry", ErrMalformedHeader)
+				return nil, fmt.Errorf("%w: more than one t= entry", ErrMalformedSignature)
 			}
 			sawTimestamp = true
 			ts, err := parseUnixSeconds(value)
 			if err != nil {
-				return nil, fmt.Errorf("%w: t=: %w", ErrMalformedHeader, err)
+				return nil, fmt.Errorf("%w: t=: %w", ErrMalformedSignature, err)
 			}
 			h.timestamp = ts
 		case stripeScheme:
 			if len(h.signatures) == MaxStripeSignatures {
 				return nil, fmt.Errorf("%w: more than %d v1 signatures",
-					ErrMalformedHeader, MaxStripeSignatures)
+					ErrMalformedSignature, MaxStripeSignatures)
 			}
 			if len(value) != hex.EncodedLen(sha256.Size) {
 				return nil, fmt.Errorf("%w: v1 signature is %d characters, want %d hex characters",
-					ErrMalformedHeader, len(value), hex.EncodedLen(sha256.Size))
+					ErrMalformedSignature, len(value), hex.EncodedLen(sha256.Size))
 			}
 			sig, err := hex.DecodeString(value)
 			if err != nil {
-				return nil, fmt.Errorf("%w: v1 signature is not hex", ErrMalformedHeader)
+				return nil, fmt.Errorf("%w: v1 signature is not hex", ErrMalformedSignature)
 			}
 			h.signatures = append(h.signatures, sig)
 		default:
@@ -167,10 +157,10 @@ func parseStripeHeader(header string) (*stripeHeader, error) {
 		}
 	}
 	if !sawTimestamp {
-		return nil, fmt.Errorf("%w: no t= entry", ErrMalformedHeader)
+		return nil, fmt.Errorf("%w: no t= entry", ErrMalformedSignature)
 	}
 	if len(h.signatures) == 0 {
-		return nil, fmt.Errorf("%w: header has no v1 signature", ErrNoValidSignature)
+		return nil, fmt.Errorf("%w: header has no v1 signature", ErrBadSignature)
 	}
 	return h, nil
 }

@@ -9,13 +9,16 @@ import (
 	"time"
 )
 
-// Errors of VerifyStandard and VerifyGhost (wrapped; compare with errors.Is). As with
-// Stripe, a signature is checked before its timestamp, so ErrStaleSignature always
-// means "authentic but outside the tolerance" (a replay or clock skew), never a forgery.
+// The errors of every Verify function (wrapped; compare with errors.Is). An HTTP
+// handler answers ErrMissingSignature with 400 (the request is not a signed webhook at
+// all) and the others with 401. A signature is checked before its timestamp, so
+// ErrStaleSignature always means "authentic but outside the tolerance" (a replay or
+// clock skew), never a forgery.
 var (
-	ErrMissingSignature = errors.New("signing: signature header missing")
-	ErrBadSignature     = errors.New("signing: signature does not match")
-	ErrStaleSignature   = errors.New("signing: signature timestamp outside tolerance")
+	ErrMissingSignature   = errors.New("signing: signature header missing")
+	ErrMalformedSignature = errors.New("signing: signature header malformed")
+	ErrBadSignature       = errors.New("signing: signature does not match")
+	ErrStaleSignature     = errors.New("signing: signature timestamp outside tolerance")
 )
 
 // DefaultTolerance is the replay window of VerifyStandard and VerifyGhost when given a
@@ -32,7 +35,7 @@ func VerifyStandard(secret, msgID, timestamp, signatures string, body []byte, to
 	}
 	secs, err := strconv.ParseInt(timestamp, 10, 64)
 	if err != nil {
-		return fmt.Errorf("%w: webhook-timestamp %q is not unix seconds", ErrBadSignature, timestamp)
+		return fmt.Errorf("%w: webhook-timestamp %q is not unix seconds", ErrMalformedSignature, timestamp)
 	}
 	signedAt := time.Unix(secs, 0)
 	want, err := StandardSignature(secret, msgID, signedAt, body)
@@ -74,7 +77,7 @@ func VerifyGhost(secret, header string, body []byte, tolerance time.Duration, no
 	}
 	ms, err := strconv.ParseInt(millis, 10, 64)
 	if hexSig == "" || err != nil {
-		return fmt.Errorf("%w: X-Ghost-Signature is not \"sha256=<hex>, t=<millis>\"", ErrBadSignature)
+		return fmt.Errorf("%w: X-Ghost-Signature is not \"sha256=<hex>, t=<millis>\"", ErrMalformedSignature)
 	}
 	signedAt := time.UnixMilli(ms)
 	want := GhostSignature(secret, body, signedAt)

@@ -155,9 +155,9 @@ func (h *stripeEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if err := signing.VerifyStripe(header, body, h.secret, stripeTolerance, h.now()); err != nil {
 		switch {
-		case errors.Is(err, signing.ErrNoSignatureHeader):
+		case errors.Is(err, signing.ErrMissingSignature):
 			fail(http.StatusBadRequest, "missing Stripe-Signature header", err)
-		case errors.Is(err, signing.ErrTimestampOutOfTolerance):
+		case errors.Is(err, signing.ErrStaleSignature):
 			fail(http.StatusUnauthorized, "signature timestamp outside the 300 s tolerance", err)
 		default:
 			fail(http.StatusUnauthorized, "invalid signature", err)
