@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
 
 	"github.com/relayhq/relay/relay/pglocal"
 	"github.com/relayhq/relay/schema"
@@ -374,4 +375,14 @@ func randomHex() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
 	return hex.EncodeToString(b)
+}
+
+// CheckGoroutines fails the test binary when goroutines outlive its tests: give it to
+// Main after the other cleanups. Every goroutine a test starts, directly or through the
+// code under test, must have ended by then.
+func CheckGoroutines() error {
+	if err := goleak.Find(); err != nil {
+		return fmt.Errorf("goroutines outlived the tests: %w", err)
+	}
+	return nil
 }

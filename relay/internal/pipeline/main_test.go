@@ -15,7 +15,7 @@ import (
 	"github.com/relayhq/relay/testutil"
 )
 
-func TestMain(m *testing.M) { testutil.Main(m) }
+func TestMain(m *testing.M) { testutil.Main(m, testutil.CheckGoroutines) }
 
 // testConfig is relaytest's loopback configuration.
 func testConfig(t testing.TB) pipeline.Config { return relaytest.Config(t) }

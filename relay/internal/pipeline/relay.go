@@ -22,6 +22,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -99,7 +100,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	g.Go(func() error { return maintainer{db: r.pool, cfg: r.cfg, log: r.log}.run(failed) })
 	g.Go(func() error { return (&vacuumer{pool: r.pool, log: r.log, rec: rec}).run(failed) })
 
-	router, err := r.router(notes, claimSub, rec, closing, wlog)
+	client := newHTTPClient(r.cfg)
+	// Its keep-alive connections (and their goroutines) end with Run.
+	defer client.CloseIdleConnections()
+	router, err := r.router(notes, claimSub, rec, client, closing, wlog)
 	if err != nil {
 		stopRecording()
 		stopServices()
@@ -139,14 +143,14 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 // router builds the Watermill router of the two stages.
-func (r *Relay) router(notes *notifier, claimSub *claimSubscriber, rec *recorder, closing <-chan struct{}, wlog wmLogger) (*message.Router, error) {
+func (r *Relay) router(notes *notifier, claimSub *claimSubscriber, rec *recorder, client *http.Client, closing <-chan struct{}, wlog wmLogger) (*message.Router, error) {
 	outboxSub, err := newOutboxSubscriber(r.pool, r.cfg, notes.outbox, closing, wlog)
 	if err != nil {
 		return nil, err
 	}
 	d := &deliverer{
 		cfg:       r.cfg,
-		client:    newHTTPClient(r.cfg),
+		client:    client,
 		userAgent: "relay/" + version.Version,
 		pool:      r.pool,
 		slots:     claimSub,

@@ -9,4 +9,4 @@ import (
 
 // TestMain stops the shared PostgreSQL cluster and the shared Ghost site the tests
 // started.
-func TestMain(m *testing.M) { testutil.Main(m, ghost.StopShared) }
+func TestMain(m *testing.M) { testutil.Main(m, ghost.StopShared, testutil.CheckGoroutines) }
