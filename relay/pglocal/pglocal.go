@@ -92,15 +92,28 @@ type Server struct {
 // returns once it accepts connections. When a server is already running on that data
 // directory Start attaches to it instead (see Attached).
 func Start(ctx context.Context, o Options) (*Server, error) {
+	s, err := newServer(o)
+	if err != nil {
+		return nil, fmt.Errorf("pglocal: %w", err)
+	}
+	if err := s.start(ctx, o.Port); err != nil {
+		return nil, fmt.Errorf("pglocal: %w", err)
+	}
+	return s, nil
+}
+
+// newServer checks o and finds what running the cluster needs: its directory, the
+// server binaries, and who runs them.
+func newServer(o Options) (*Server, error) {
 	if o.DataDir == "" {
-		return nil, errors.New("pglocal: Options.DataDir is required")
+		return nil, errors.New("Options.DataDir is required")
 	}
 	if o.Port < 0 || o.Port > 65535 {
-		return nil, fmt.Errorf("pglocal: invalid port %d", o.Port)
+		return nil, fmt.Errorf("invalid port %d", o.Port)
 	}
 	dir, err := filepath.Abs(o.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("pglocal: resolve data dir %s: %w", o.DataDir, err)
+		return nil, fmt.Errorf("resolve data dir %s: %w", o.DataDir, err)
 	}
 	binDir := o.BinDir
 	if binDir == "" {
@@ -109,50 +122,44 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		err = hasServerBinaries(binDir)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pglocal: %w", err)
+		return nil, err
 	}
 	as, err := serverIdentity()
 	if err != nil {
-		return nil, fmt.Errorf("pglocal: %w", err)
+		return nil, err
 	}
 	for k, v := range o.Settings {
 		if !validSettingName(k) || strings.ContainsAny(v, "\r\n") {
-			return nil, fmt.Errorf("pglocal: invalid setting %q = %q", k, v)
+			return nil, fmt.Errorf("invalid setting %q = %q", k, v)
 		}
 	}
-	s := &Server{binDir: binDir, dataDir: dir, fast: o.Fast, settings: maps.Clone(o.Settings), stdout: o.Stdout, as: as}
+	return &Server{binDir: binDir, dataDir: dir, fast: o.Fast, settings: maps.Clone(o.Settings), stdout: o.Stdout, as: as}, nil
+}
 
+// start prepares the data directory (initdb on first use, owner-only access on every
+// start) and then starts the server on port, or attaches to the one already running.
+func (s *Server) start(ctx context.Context, port int) error {
 	if err := s.prepareDir(); err != nil {
-		return nil, fmt.Errorf("pglocal: %w", err)
+		return err
 	}
-	needPassword := false
-	if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); errors.Is(err, os.ErrNotExist) {
-		if err := s.initdb(ctx); err != nil {
-			return nil, fmt.Errorf("pglocal: %w", err)
-		}
-	} else if err != nil {
-		return nil, fmt.Errorf("pglocal: %w", err)
-	} else if s.superPW, err = readSecret(s.secretPath(Superuser)); errors.Is(err, os.ErrNotExist) {
-		// A cluster made before passwords (initdb -A trust), or whose file was removed.
-		needPassword = true
-	} else if err != nil {
-		return nil, fmt.Errorf("pglocal: %w", err)
+	needPassword, err := s.ensureCluster(ctx)
+	if err != nil {
+		return err
 	}
 	if err := s.ensureInclude(); err != nil {
-		return nil, fmt.Errorf("pglocal: %w", err)
+		return err
 	}
 	hbaChanged, err := s.writeHBA()
 	if err != nil {
-		return nil, fmt.Errorf("pglocal: %w", err)
+		return err
 	}
-
 	running, err := s.isRunning(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("pglocal: %w", err)
+		return err
 	}
 	if needPassword {
 		if err := s.setSuperuserPassword(ctx, running); err != nil {
-			return nil, fmt.Errorf("pglocal: %w", err)
+			return err
 		}
 	}
 	if running {
@@ -160,38 +167,51 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		// next restart.
 		if hbaChanged {
 			if _, err := s.run(ctx, "pg_ctl", "reload", "-D", s.dataDir); err != nil {
-				return nil, fmt.Errorf("pglocal: reload %s: %w", hbaFile, err)
+				return fmt.Errorf("reload %s: %w", hbaFile, err)
 			}
 		}
-		if err := s.attach(ctx, o.Port); err != nil {
-			return nil, fmt.Errorf("pglocal: %w", err)
-		}
-		return s, nil
+		return s.attach(ctx, port)
 	}
+	if port != 0 {
+		return s.startOn(ctx, port)
+	}
+	return s.startOnFreePort(ctx)
+}
 
-	if o.Port != 0 {
-		if err := s.startOn(ctx, o.Port); err != nil {
-			return nil, fmt.Errorf("pglocal: %w", err)
-		}
-		return s, nil
+// ensureCluster runs initdb on an empty data directory and reads the superuser's
+// password otherwise; needPassword says the cluster has none yet (one made before
+// passwords, with initdb -A trust, or whose file was removed).
+func (s *Server) ensureCluster(ctx context.Context) (needPassword bool, err error) {
+	_, err = os.Stat(filepath.Join(s.dataDir, "PG_VERSION"))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return false, s.initdb(ctx)
+	case err != nil:
+		return false, err
 	}
-	// Another process (often a parallel test binary) can take a free port between our
-	// probe and the postmaster's bind, so an auto-picked port gets a few tries.
+	s.superPW, err = readSecret(s.secretPath(Superuser))
+	if errors.Is(err, os.ErrNotExist) {
+		return true, nil
+	}
+	return false, err
+}
+
+// startOnFreePort starts the server on a port it picks. Another process (often a
+// parallel test binary) can take a free port between our probe and the postmaster's
+// bind, so an auto-picked port gets a few tries.
+func (s *Server) startOnFreePort(ctx context.Context) error {
 	var lastErr error
 	for attempt := 0; attempt < portAttempts; attempt++ {
 		port, err := s.pickPort(attempt == 0)
 		if err != nil {
-			return nil, fmt.Errorf("pglocal: %w", err)
+			return err
 		}
 		lastErr = s.startOn(ctx, port)
-		if lastErr == nil {
-			return s, nil
-		}
-		if !errors.Is(lastErr, errPortInUse) {
-			break
+		if lastErr == nil || !errors.Is(lastErr, errPortInUse) {
+			return lastErr
 		}
 	}
-	return nil, fmt.Errorf("pglocal: %w", lastErr)
+	return lastErr
 }
 
 // URL is a connection string for database dbname as the superuser, password included.

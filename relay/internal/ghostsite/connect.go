@@ -91,39 +91,17 @@ func (s Store) Connect(ctx context.Context, in ConnectInput, newClient NewClient
 		return res, err
 	}
 	for _, event := range events {
-		hook := ghostadmin.Webhook{
-			Event:     event,
-			TargetURL: relayURL + InboundPath(site.ID, event),
-			Name:      ptr("relay: " + event),
-			Secret:    &inbound,
-		}
-		id, known := site.Webhooks[event]
-		if known {
-			_, err := client.EditWebhook(ctx, id, hook)
-			if err == nil {
-				res.Updated = append(res.Updated, event)
-				continue
-			}
-			if !errors.Is(err, ghostadmin.ErrNotFound) {
-				return res, describe(siteURL, err)
-			}
-		}
-		created, err := client.CreateWebhook(ctx, hook)
+		outcome, err := s.syncWebhook(ctx, client, site, relayURL, inbound, event)
 		if err != nil {
-			var apiErr *ghostadmin.APIError
-			if errors.As(err, &apiErr) && strings.Contains(apiErr.Context, "already been used") {
-				return res, fmt.Errorf("Ghost at %s already has a webhook for %s to %s that the relay did not create or did not record: delete it in Ghost Admin (Settings → Integrations) and run connect again", siteURL, event, hook.TargetURL)
-			}
-			return res, describe(siteURL, err)
+			return res, err
 		}
-		if _, err := s.Pool.Exec(ctx, `INSERT INTO relay.ghost_site_webhooks (site_id, event, ghost_webhook_id) VALUES ($1, $2, $3)
-			ON CONFLICT (site_id, event) DO UPDATE SET ghost_webhook_id = EXCLUDED.ghost_webhook_id`, site.ID, event, created.ID); err != nil {
-			return res, fmt.Errorf("record webhook %s of Ghost site %s (it exists on the site; run connect again): %w", created.ID, site.ID, err)
-		}
-		if known {
-			res.Recreated = append(res.Recreated, event)
-		} else {
+		switch outcome {
+		case created:
 			res.Created = append(res.Created, event)
+		case recreated:
+			res.Recreated = append(res.Recreated, event)
+		default:
+			res.Updated = append(res.Updated, event)
 		}
 	}
 	for event, id := range site.Webhooks {
@@ -141,6 +119,52 @@ func (s Store) Connect(ctx context.Context, in ConnectInput, newClient NewClient
 	slices.Sort(res.Removed)
 	res.Site, err = s.Get(ctx, site.ID)
 	return res, err
+}
+
+type syncOutcome int
+
+const (
+	updated syncOutcome = iota
+	created
+	recreated
+)
+
+// syncWebhook makes the site's webhook for event what the relay wants: it edits the one
+// connect created before, or creates it (again, if it was deleted on the Ghost side),
+// and records its id as soon as Ghost answered.
+func (s Store) syncWebhook(ctx context.Context, client *ghostadmin.Client, site Site, relayURL, inbound, event string) (syncOutcome, error) {
+	hook := ghostadmin.Webhook{
+		Event:     event,
+		TargetURL: relayURL + InboundPath(site.ID, event),
+		Name:      ptr("relay: " + event),
+		Secret:    &inbound,
+	}
+	id, known := site.Webhooks[event]
+	if known {
+		_, err := client.EditWebhook(ctx, id, hook)
+		if err == nil {
+			return updated, nil
+		}
+		if !errors.Is(err, ghostadmin.ErrNotFound) {
+			return 0, describe(site.URL, err)
+		}
+	}
+	made, err := client.CreateWebhook(ctx, hook)
+	if err != nil {
+		var apiErr *ghostadmin.APIError
+		if errors.As(err, &apiErr) && strings.Contains(apiErr.Context, "already been used") {
+			return 0, fmt.Errorf("Ghost at %s already has a webhook for %s to %s that the relay did not create or did not record: delete it in Ghost Admin (Settings → Integrations) and run connect again", site.URL, event, hook.TargetURL)
+		}
+		return 0, describe(site.URL, err)
+	}
+	if _, err := s.Pool.Exec(ctx, `INSERT INTO relay.ghost_site_webhooks (site_id, event, ghost_webhook_id) VALUES ($1, $2, $3)
+		ON CONFLICT (site_id, event) DO UPDATE SET ghost_webhook_id = EXCLUDED.ghost_webhook_id`, site.ID, event, made.ID); err != nil {
+		return 0, fmt.Errorf("record webhook %s of Ghost site %s (it exists on the site; run connect again): %w", made.ID, site.ID, err)
+	}
+	if known {
+		return recreated, nil
+	}
+	return created, nil
 }
 
 // upsert stores the site (a new id and inbound secret the first time; the same ones on

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/relayhq/relay/relay/internal/audit"
-	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/relay/internal/invalid"
+	"github.com/relayhq/relay/relay/internal/store"
 )
 
 // The read-only audit API (SPEC §6), with the Admin API's key auth and error shape:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -58,19 +57,13 @@ func (h *ghostInbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.metrics.GhostInbound(ref.Reason)
 		writeJSON(w, ref.Status, ghostInReply{Error: ref.Msg})
 	}
-	tooLarge := &ghostsite.Refused{Status: http.StatusRequestEntityTooLarge, Reason: ghostsite.ReasonTooLarge,
-		Msg: fmt.Sprintf("body larger than %d bytes", ghostsite.MaxBody)}
-	if r.ContentLength > ghostsite.MaxBody {
-		refuse(tooLarge)
+	body, err := readBody(w, r, ghostsite.MaxBody)
+	if errors.Is(err, errTooLarge) {
+		refuse(&ghostsite.Refused{Status: http.StatusRequestEntityTooLarge, Reason: ghostsite.ReasonTooLarge,
+			Msg: fmt.Sprintf("body larger than %d bytes", ghostsite.MaxBody)})
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, ghostsite.MaxBody))
 	if err != nil {
-		var big *http.MaxBytesError
-		if errors.As(err, &big) {
-			refuse(tooLarge)
-			return
-		}
 		refuse(&ghostsite.Refused{Status: http.StatusBadRequest, Reason: ghostsite.ReasonBadBody, Msg: "could not read the body", Err: err})
 		return
 	}

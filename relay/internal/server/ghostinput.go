@@ -55,9 +55,8 @@ func readGhostBody(w http.ResponseWriter, r *http.Request) (any, *apiError) {
 		return nil, &apiError{Type: "InternalServerError", Status: http.StatusUnsupportedMediaType,
 			Message: msgUnexpected, Context: `unsupported charset "` + strings.ToUpper(clip(cs, 40)) + `"`, Code: "UNEXPECTED_ERROR"}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
+	body, err := readBody(w, r, maxAdminBody)
+	if errors.Is(err, errTooLarge) {
 		return nil, &apiError{Type: "InternalServerError", Status: http.StatusRequestEntityTooLarge,
 			Message: msgUnexpected, Context: "request entity too large", Code: "UNEXPECTED_ERROR"}
 	}

@@ -1,6 +1,6 @@
 package server
 
-// The Stripe endpoint (SPEC §7). It sits where Ghost's own endpoint sits, so `stripe
+// The Stripe endpoint (README: "Stripe in front of Ghost"). It sits where Ghost's own endpoint sits, so `stripe
 // listen --forward-to http://localhost:8080/members/webhooks/stripe/` and a Stripe
 // dashboard endpoint work unchanged. A verified event is stored once per Stripe id and
 // emitted as stripe.<type> in the same transaction; the relay then delivers it, re-signed
@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -114,60 +113,24 @@ type stripeReply struct {
 
 func (h *stripeEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := h.log.With().Str("remote", r.RemoteAddr).Logger()
-	fail := func(status int, msg string, err error) {
+	fail := func(ref *stripeRefusal) {
 		ev := log.Warn()
-		if status >= 500 {
+		if ref.status >= 500 {
 			ev = log.Error()
 		}
 		// err never carries the secret or the header's signatures: VerifyStripe
 		// reports counts and timestamps only.
-		ev.Err(err).Int("status", status).Str("reason", msg).Msg("stripe webhook refused")
-		writeJSON(w, status, stripeReply{Error: msg})
+		ev.Err(ref.err).Int("status", ref.status).Str("reason", ref.msg).Msg("stripe webhook refused")
+		writeJSON(w, ref.status, stripeReply{Error: ref.msg})
 	}
-
-	if h.secret == "" {
-		fail(http.StatusServiceUnavailable, "Stripe endpoint not configured: set WEBHOOK_SECRET", nil)
+	body, ref := h.verifiedBody(w, r)
+	if ref != nil {
+		fail(ref)
 		return
 	}
-	header := r.Header.Get("Stripe-Signature")
-	if strings.TrimSpace(header) == "" {
-		fail(http.StatusBadRequest, "missing Stripe-Signature header", nil)
-		return
-	}
-	if r.ContentLength > stripeMaxBody {
-		fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", stripeMaxBody), nil)
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, stripeMaxBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", stripeMaxBody), nil)
-			return
-		}
-		fail(http.StatusBadRequest, "could not read body", err)
-		return
-	}
-	if len(body) == 0 {
-		fail(http.StatusBadRequest, "missing body", nil)
-		return
-	}
-
-	if err := signing.VerifyStripe(header, body, h.secret, stripeTolerance, h.now()); err != nil {
-		switch {
-		case errors.Is(err, signing.ErrMissingSignature):
-			fail(http.StatusBadRequest, "missing Stripe-Signature header", err)
-		case errors.Is(err, signing.ErrStaleSignature):
-			fail(http.StatusUnauthorized, "signature timestamp outside the 300 s tolerance", err)
-		default:
-			fail(http.StatusUnauthorized, "invalid signature", err)
-		}
-		return
-	}
-
 	ev, err := parseStripeEvent(body)
 	if err != nil {
-		fail(http.StatusBadRequest, err.Error(), nil)
+		fail(&stripeRefusal{http.StatusBadRequest, err.Error(), nil})
 		return
 	}
 	log = log.With().Str("stripe_event_id", ev.ID).Str("stripe_type", ev.Type).Bool("livemode", ev.Livemode).Logger()
@@ -180,7 +143,7 @@ func (h *stripeEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	eventID, dup, err := h.store(ctx, ev, body, emit)
 	if err != nil {
-		fail(http.StatusInternalServerError, "could not store the event; Stripe will resend it", err)
+		fail(&stripeRefusal{http.StatusInternalServerError, "could not store the event; Stripe will resend it", err})
 		return
 	}
 
@@ -195,6 +158,46 @@ func (h *stripeEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log.Info().Str("event_id", eventID).Msg("stripe event stored and emitted")
 	}
 	writeJSON(w, http.StatusOK, reply)
+}
+
+// stripeRefusal is a request the endpoint turns down: the status Stripe gets, the
+// reason it is told (and that is logged), and the error behind it, if any.
+type stripeRefusal struct {
+	status int
+	msg    string
+	err    error
+}
+
+// verifiedBody reads the body and checks its Stripe-Signature, in the order that
+// costs an unauthenticated caller least: configuration, header, size, signature.
+func (h *stripeEndpoint) verifiedBody(w http.ResponseWriter, r *http.Request) ([]byte, *stripeRefusal) {
+	if h.secret == "" {
+		return nil, &stripeRefusal{http.StatusServiceUnavailable, "Stripe endpoint not configured: set WEBHOOK_SECRET", nil}
+	}
+	header := r.Header.Get("Stripe-Signature")
+	if strings.TrimSpace(header) == "" {
+		return nil, &stripeRefusal{http.StatusBadRequest, "missing Stripe-Signature header", nil}
+	}
+	body, err := readBody(w, r, stripeMaxBody)
+	switch {
+	case errors.Is(err, errTooLarge):
+		return nil, &stripeRefusal{http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", stripeMaxBody), nil}
+	case err != nil:
+		return nil, &stripeRefusal{http.StatusBadRequest, "could not read body", err}
+	case len(body) == 0:
+		return nil, &stripeRefusal{http.StatusBadRequest, "missing body", nil}
+	}
+	if err := signing.VerifyStripe(header, body, h.secret, stripeTolerance, h.now()); err != nil {
+		switch {
+		case errors.Is(err, signing.ErrMissingSignature):
+			return nil, &stripeRefusal{http.StatusBadRequest, "missing Stripe-Signature header", err}
+		case errors.Is(err, signing.ErrStaleSignature):
+			return nil, &stripeRefusal{http.StatusUnauthorized, "signature timestamp outside the 300 s tolerance", err}
+		default:
+			return nil, &stripeRefusal{http.StatusUnauthorized, "invalid signature", err}
+		}
+	}
+	return body, nil
 }
 
 // parseStripeEvent reads and checks the fields that are stored in their own columns.

@@ -12,8 +12,8 @@ import (
 	"github.com/stripe/stripe-go/v82/webhook"
 
 	"github.com/relayhq/relay/relay/internal/apikey"
-	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/relay/internal/server"
+	"github.com/relayhq/relay/relay/internal/store"
 	relaywebhook "github.com/relayhq/relay/relay/internal/webhook"
 	"github.com/relayhq/relay/testutil"
 )
