@@ -2,7 +2,7 @@ package main_test
 
 // The operator commands of issue 4, run as the real binary: keys, events, deliveries
 // and redeliver. Exit status 0 with the answer on stdout, or non-zero with one line on
-// stderr (SPEC §6).
+// stderr (README: "Command line").
 
 import (
 	"bytes"

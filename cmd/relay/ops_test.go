@@ -142,7 +142,7 @@ func TestRunHelpListsEveryVariableWithItsFlagAndDefault(t *testing.T) {
 		}
 		flags[env[1]] = fv[0]
 	}
-	// SPEC §6 and README's configuration table.
+	// README's configuration table.
 	want := []string{"DATABASE_URL", "WEBHOOK_SECRET", "RELAY_DATA_DIR", "RELAY_ADDR", "RELAY_LOG_FORMAT",
 		"RELAY_LOG_LEVEL", "RELAY_HTTP_TIMEOUT", "RELAY_RETRY_SCHEDULE", "RELAY_ALLOWED_TARGETS",
 		"RELAY_RETENTION", "RELAY_DISABLE_AFTER", "RELAY_WORKERS", "RELAY_WEBHOOK_CONCURRENCY",

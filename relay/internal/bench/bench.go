@@ -605,8 +605,8 @@ func (b *bench) steady(ctx context.Context) (Scenario, error) {
 	start := time.Now()
 	for i := range total {
 		due := start.Add(time.Duration(float64(i) / float64(b.o.Rate) * float64(time.Second)))
-		if d := time.Until(due); d > 0 {
-			time.Sleep(d)
+		if err := pause(ctx, time.Until(due)); err != nil {
+			return Scenario{}, err
 		}
 		tx, err := pool.Begin(ctx)
 		if err != nil {
@@ -627,7 +627,9 @@ func (b *bench) steady(ctx context.Context) (Scenario, error) {
 	}
 	deadline := time.Now().Add(time.Minute)
 	for rc.count.Load() < int64(total) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+		if err := pause(ctx, 20*time.Millisecond); err != nil {
+			return Scenario{}, err
+		}
 	}
 	res := Scenario{Name: name, Events: total}
 	res.measure(p, rc, start, cpu0)
@@ -671,12 +673,16 @@ func (b *bench) idle(ctx context.Context) (Scenario, error) {
 		return Scenario{}, err
 	}
 	defer p.stop()
-	time.Sleep(2 * time.Second) // start-up work is not idling
+	if err := pause(ctx, 2*time.Second); err != nil { // start-up work is not idling
+		return Scenario{}, err
+	}
 	cpu0 := p.cpu()
 	start := time.Now()
 	for time.Since(start) < b.o.IdleFor {
 		b.progress("%s: %.0fs", name, time.Since(start).Seconds())
-		time.Sleep(time.Second)
+		if err := pause(ctx, time.Second); err != nil {
+			return Scenario{}, err
+		}
 	}
 	res := Scenario{Name: name, Elapsed: time.Since(start)}
 	res.RelayCPUSeconds = p.cpu() - cpu0
@@ -721,3 +727,18 @@ func (r *Report) Print(w io.Writer) {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond)) }
+
+// pause waits d (nothing when d <= 0) unless ctx ends first (Ctrl-C stops the bench).
+func pause(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -14,7 +14,7 @@ import (
 	"github.com/relayhq/relay/relay/internal/store"
 )
 
-// EventsCmd reads the event log (and registers event names, SPEC §2).
+// EventsCmd reads the event log (and registers event names; README: "Writing events").
 type EventsCmd struct {
 	List     EventsListCmd     `cmd:"" help:"List events, newest first, with their deliveries by status."`
 	Show     EventsShowCmd     `cmd:"" help:"Show one event: its data, deliveries and every attempt."`

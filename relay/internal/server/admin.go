@@ -8,7 +8,7 @@ import (
 	"github.com/relayhq/relay/relay/internal/webhook"
 )
 
-// The Ghost-compatible Admin API for webhooks (SPEC §6): the paths, bodies, status
+// The Ghost-compatible Admin API for webhooks (README: "Admin API (Ghost-compatible)"): the paths, bodies, status
 // codes and error shape of Ghost's own, so that Ghost's Admin API clients (for example
 // @tryghost/admin-api's webhooks.add/edit/delete) work against the relay unchanged.
 //

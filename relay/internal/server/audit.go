@@ -12,7 +12,7 @@ import (
 	"github.com/relayhq/relay/relay/internal/store"
 )
 
-// The read-only audit API (SPEC §6), with the Admin API's key auth and error shape:
+// The audit API (README: "Auditing"), with the Admin API's key auth and error shape:
 //
 //	GET  /relay/v1/events                      ?event=&webhook=&status=&since=&until=&limit=&cursor=
 //	GET  /relay/v1/events/{id}                 the event, its deliveries and their attempts

@@ -1,5 +1,6 @@
-// Package webhook manages subscriptions (relay.webhooks): the rules of SPEC §3 and
-// Ghost's column set, shared by the CLI and the Admin API.
+// Package webhook manages subscriptions (relay.webhooks): Ghost's column set and the
+// rules of a webhook (README: "Admin API (Ghost-compatible)"), shared by the CLI and the
+// Admin API.
 package webhook
 
 import (
