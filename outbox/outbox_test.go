@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -16,7 +18,22 @@ import (
 	"github.com/relayhq/relay/testutil"
 )
 
-func TestMain(m *testing.M) { testutil.Main(m) }
+// TestMain gives the runnable examples a database of their own, as DATABASE_URL, with
+// the CMS table they change.
+func TestMain(m *testing.M) {
+	ctx := context.Background()
+	db, drop, err := testutil.CreateDB(ctx)
+	if err == nil {
+		_, err = db.Pool.Exec(ctx, `CREATE TABLE posts (id int PRIMARY KEY, title text, status text);
+			INSERT INTO posts VALUES (1, 'Hello', 'draft')`)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "outbox examples: %v\n", err)
+		os.Exit(1)
+	}
+	os.Setenv("DATABASE_URL", db.URL)
+	testutil.Main(m, drop)
+}
 
 // stored returns the events in the order the relay reads them.
 func stored(t *testing.T, db *testutil.DB) (ids, names, bodies []string) {

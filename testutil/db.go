@@ -250,28 +250,49 @@ func NewEmptyDB(t testing.TB) *DB {
 
 func newDB(ctx context.Context, t testing.TB, admin, tmpl string) *DB {
 	t.Helper()
+	db, drop, err := createDB(ctx, admin, tmpl)
+	if err != nil {
+		t.Fatalf("testutil: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := drop(); err != nil {
+			t.Errorf("testutil: %v", err)
+		}
+	})
+	return db
+}
+
+// CreateDB is NewDB for code that has no testing.TB, such as the setup of runnable
+// examples in TestMain: the caller drops the database with drop.
+func CreateDB(ctx context.Context) (db *DB, drop func() error, err error) {
+	admin, tmpl, err := template(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return createDB(ctx, admin, tmpl)
+}
+
+func createDB(ctx context.Context, admin, tmpl string) (*DB, func() error, error) {
 	name := "t_" + randomHex()
 	if err := createDatabase(ctx, admin, name, tmpl); err != nil {
-		t.Fatalf("testutil: %v", err)
+		return nil, nil, err
 	}
 	dbURL, err := withDatabase(admin, name)
 	if err != nil {
-		t.Fatalf("testutil: %v", err)
+		return nil, nil, err
 	}
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		_ = dropDatabase(ctx, admin, name)
-		t.Fatalf("testutil: open pool on %s: %v", name, err)
+		return nil, nil, fmt.Errorf("open pool on %s: %w", name, err)
 	}
-	t.Cleanup(func() {
+	drop := func() error {
 		pool.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 		defer cancel()
-		if err := dropDatabase(ctx, admin, name); err != nil {
-			t.Errorf("testutil: %v", err)
-		}
-	})
-	return &DB{URL: dbURL, Pool: pool, Name: name}
+		return dropDatabase(ctx, admin, name)
+	}
+	return &DB{URL: dbURL, Pool: pool, Name: name}, drop, nil
 }
 
 // template returns the admin URL and the name of a database that holds the migrated
