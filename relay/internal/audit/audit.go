@@ -187,6 +187,20 @@ func (w *where) sql() string {
 	return " WHERE " + strings.Join(w.conds, " AND ")
 }
 
+// eventFilters adds the filters on the event itself: its name (f.Event) and source
+// (f.Source, "ghost" meaning every Ghost site), on the columns given.
+func (w *where) eventFilters(eventCol, sourceCol string, f Filter) {
+	if f.Event != "" {
+		w.eventMatch(eventCol, f.Event)
+	}
+	switch {
+	case f.Source == "ghost":
+		w.add("starts_with(" + sourceCol + ", 'ghost:')")
+	case f.Source != "":
+		w.add(sourceCol+" = ?", f.Source)
+	}
+}
+
 // eventMatch applies the fan-out's matching rule (relay.event_matches: exact, post.*,
 // *) to col.
 func (w *where) eventMatch(col, pattern string) {
@@ -203,15 +217,7 @@ func (s Store) ListEvents(ctx context.Context, f Filter) ([]Event, string, error
 		return nil, "", err
 	}
 	var w where
-	if f.Event != "" {
-		w.eventMatch("e.event", f.Event)
-	}
-	switch {
-	case f.Source == "ghost":
-		w.add("starts_with(e.source, 'ghost:')")
-	case f.Source != "":
-		w.add("e.source = ?", f.Source)
-	}
+	w.eventFilters("e.event", "e.source", f)
 	if !f.Since.IsZero() {
 		w.add("e.created_at >= ?", f.Since)
 	}
@@ -337,15 +343,7 @@ func (s Store) ListDeliveries(ctx context.Context, f Filter) ([]Delivery, string
 		return nil, "", err
 	}
 	var w where
-	if f.Event != "" {
-		w.eventMatch("(o.metadata ->> 'event')", f.Event)
-	}
-	switch {
-	case f.Source == "ghost":
-		w.add("starts_with(o.source, 'ghost:')")
-	case f.Source != "":
-		w.add("o.source = ?", f.Source)
-	}
+	w.eventFilters("(o.metadata ->> 'event')", "o.source", f)
 	if f.EventID != "" {
 		w.add("d.event_id = ?::uuid", f.EventID)
 	}

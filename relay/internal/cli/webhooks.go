@@ -31,13 +31,9 @@ type WebhooksAddCmd struct {
 }
 
 func (c *WebhooksAddCmd) Run(ctx context.Context, g *Globals) error {
-	generated := false
-	if c.Secret != nil && *c.Secret == "generate" {
-		s, err := webhook.GenerateSecret()
-		if err != nil {
-			return err
-		}
-		c.Secret, generated = &s, true
+	generated, err := generateIfAsked(&c.Secret)
+	if err != nil {
+		return err
 	}
 	return withStore(ctx, g, func(st webhook.Store) error {
 		w, err := st.Add(ctx, webhook.Input{Event: &c.Event, TargetURL: &c.TargetURL, Name: optional(c.Name),
@@ -118,13 +114,9 @@ type WebhooksEditCmd struct {
 }
 
 func (c *WebhooksEditCmd) Run(ctx context.Context, g *Globals) error {
-	generated := false
-	if c.Secret != nil && *c.Secret == "generate" {
-		s, err := webhook.GenerateSecret()
-		if err != nil {
-			return err
-		}
-		c.Secret, generated = &s, true
+	generated, err := generateIfAsked(&c.Secret)
+	if err != nil {
+		return err
 	}
 	return withStore(ctx, g, func(st webhook.Store) error {
 		w, err := st.Edit(ctx, c.ID, webhook.Input{Event: c.Event, TargetURL: c.TargetURL, Name: optional(c.Name),
@@ -174,4 +166,18 @@ func optional(flag *string) webhook.Nullable {
 
 func withStore(ctx context.Context, g *Globals, fn func(webhook.Store) error) error {
 	return g.withDB(ctx, func(db *database) error { return fn(webhook.Store{Pool: db.Pool}) })
+}
+
+// generateIfAsked replaces a --secret of "generate" with a new whsec_ secret and says
+// whether it did, so that the command shows that secret (once).
+func generateIfAsked(secret **string) (bool, error) {
+	if *secret == nil || **secret != "generate" {
+		return false, nil
+	}
+	s, err := webhook.GenerateSecret()
+	if err != nil {
+		return false, err
+	}
+	*secret = &s
+	return true, nil
 }

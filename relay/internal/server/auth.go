@@ -112,12 +112,12 @@ func verifyToken(ctx context.Context, token, path string, now time.Time, lookup 
 	// jws reads the header as Latin-1 text; a header that is not JSON, or is null,
 	// false, 0 or "", makes the token undecodable.
 	var header any
-	if err := json.Unmarshal([]byte(latin1(nodeBase64(parts[0]))), &header); err != nil || !jsTruthyJSON(header) {
+	if err := json.Unmarshal([]byte(latin1(nodeBase64(parts[0]))), &header); err != nil || !jsTruthy(header) {
 		return verified{}, errMalformedToken
 	}
 	h, _ := header.(map[string]any)
 	kid, present := h["kid"]
-	if !present || !jsTruthyJSON(kid) {
+	if !present || !jsTruthy(kid) {
 		return verified{}, errKidMissing
 	}
 	kidStr, _ := kid.(string)
@@ -262,21 +262,6 @@ func jsString(v any) string {
 	}
 }
 
-// jsTruthyJSON is JavaScript truthiness of a value from encoding/json.
-func jsTruthyJSON(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return false
-	case bool:
-		return x
-	case string:
-		return x != ""
-	case float64:
-		return x != 0
-	default:
-		return true
-	}
-}
 
 // nodeBase64 decodes as Node's Buffer.from(s, 'base64') does: base64url letters taken,
 // padding optional, a dangling last character ignored.

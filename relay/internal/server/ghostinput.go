@@ -142,7 +142,8 @@ func firstUTF16Unit(s string) string {
 	return string(r)
 }
 
-// jsTruthy is JavaScript truthiness of a JSON value.
+// jsTruthy is JavaScript truthiness of a value decoded by encoding/json (numbers as
+// float64 or, with UseNumber, json.Number).
 func jsTruthy(v any) bool {
 	switch x := v.(type) {
 	case nil:
@@ -151,6 +152,8 @@ func jsTruthy(v any) bool {
 		return x
 	case string:
 		return x != ""
+	case float64:
+		return x != 0
 	case json.Number:
 		f, err := x.Float64()
 		return err != nil || f != 0
