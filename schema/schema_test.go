@@ -63,4 +63,3 @@ func TestConcurrentMigrationsOnAnEmptyDatabaseAllSucceedOnce(t *testing.T) {
 		t.Fatalf("ghost events preloaded = %d (%v), want 29", n, err)
 	}
 }
-

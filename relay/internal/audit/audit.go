@@ -30,7 +30,6 @@ const (
 	MaxLimit     = 1000
 )
 
-
 // Event is one committed event.
 type Event struct {
 	ID        string    `json:"id"`

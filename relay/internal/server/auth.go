@@ -262,7 +262,6 @@ func jsString(v any) string {
 	}
 }
 
-
 // nodeBase64 decodes as Node's Buffer.from(s, 'base64') does: base64url letters taken,
 // padding optional, a dangling last character ignored.
 func nodeBase64(s string) []byte {
