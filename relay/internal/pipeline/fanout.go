@@ -63,19 +63,6 @@ func countedFanout(m *metrics.Metrics, handle message.NoPublishHandlerFunc) mess
 	}
 }
 
-func outboxSchema(batch int) wsql.DefaultPostgreSQLSchema {
-	return wsql.DefaultPostgreSQLSchema{
-		GenerateMessagesTableName: func(string) string { return store.OutboxTable },
-		SubscribeBatchSize:        batch,
-	}
-}
-
-func outboxOffsets() wsql.DefaultPostgreSQLOffsetsAdapter {
-	return wsql.DefaultPostgreSQLOffsetsAdapter{
-		GenerateMessagesOffsetsTableName: func(string) string { return store.OffsetsTable },
-	}
-}
-
 func newOutboxSubscriber(pool *pgxpool.Pool, cfg Config, wake <-chan struct{}, closing <-chan struct{}, logger watermill.LoggerAdapter) (*wsql.Subscriber, error) {
 	ackDeadline := 30 * time.Second
 	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
@@ -85,8 +72,8 @@ func newOutboxSubscriber(pool *pgxpool.Pool, cfg Config, wake <-chan struct{}, c
 		ResendInterval: 100 * time.Millisecond,
 		RetryInterval:  time.Second,
 		BackoffManager: &wakeBackoff{wake: wake, closing: closing, poll: cfg.PollInterval, retry: time.Second},
-		SchemaAdapter:  outboxSchema(cfg.OutboxBatch),
-		OffsetsAdapter: outboxOffsets(),
+		SchemaAdapter:  store.NewOutboxSchema(cfg.OutboxBatch),
+		OffsetsAdapter: store.OutboxOffsets(),
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("create outbox subscriber: %w", err)
