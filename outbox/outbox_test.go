@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -370,5 +371,73 @@ func TestEveryWriterKeepsTheBodyByteForByte(t *testing.T) {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "22023" {
 		t.Errorf("invalid JSON text: err = %v, want SQLSTATE 22023", err)
+	}
+}
+
+// A connection that emits in quick succession wakes the relays at most once every
+// 50 ms (a NOTIFYing commit serializes on PostgreSQL's global notify lock, which cost
+// the CMS half its write throughput); a rolled-back emit sent no notification, so the
+// next one does.
+func TestEmitNotifiesAtMostOnceEvery50msPerConnection(t *testing.T) {
+	db := testutil.NewDB(t)
+	ctx := context.Background()
+	listener, err := pgx.Connect(ctx, db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, "LISTEN relay_outbox"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	emitTx := func(commit bool) {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := outbox.Emit(ctx, tx, "post.added", json.RawMessage(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			err = tx.Commit(ctx)
+		} else {
+			err = tx.Rollback(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	notifications := func() int {
+		n := 0
+		for {
+			wait, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			_, err := listener.WaitForNotification(wait)
+			cancel()
+			if err != nil {
+				return n
+			}
+			n++
+		}
+	}
+
+	emitTx(false) // rolled back: no notification, and the connection's clock goes back
+	emitTx(true)
+	if n := notifications(); n != 1 {
+		t.Fatalf("after a rolled-back emit and a committed one: %d notifications, want 1", n)
+	}
+	start := time.Now()
+	const events = 40
+	for range events {
+		emitTx(true)
+	}
+	elapsed := time.Since(start)
+	// One notification per started 50 ms at most (the first may fall in the window of
+	// the emit before), however fast the commits come.
+	if n, most := notifications(), int(elapsed/(50*time.Millisecond))+2; n > most {
+		t.Errorf("%d transactions in %s sent %d notifications, want at most %d", events, elapsed, n, most)
 	}
 }

@@ -97,8 +97,11 @@ type wakeBackoff struct {
 }
 
 const (
+	// eagerWindow covers the 50 ms after a notification in which relay.emit does not
+	// notify again for the same connection (schema: 00008_writer_cost), plus the time
+	// those transactions take to commit; eagerMaxStep keeps those events' wait short.
 	eagerWindow  = 250 * time.Millisecond
-	eagerMaxStep = 20 * time.Millisecond
+	eagerMaxStep = 2 * time.Millisecond
 )
 
 func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
