@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -213,7 +214,11 @@ func (MigrateCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	db.Close()
 	if len(db.Migrated) > 0 {
-		fmt.Printf("applied migrations %s\n", strings.Trim(fmt.Sprint(db.Migrated), "[]"))
+		versions := make([]string, len(db.Migrated))
+		for i, v := range db.Migrated {
+			versions[i] = strconv.FormatInt(v, 10)
+		}
+		fmt.Printf("applied migrations %s\n", strings.Join(versions, ", "))
 	}
 	fmt.Println("database is up to date")
 	return nil
