@@ -515,6 +515,7 @@ func TestRunWithoutDatabaseURLUsesAPrivatePostgres(t *testing.T) {
 	// README's 127.0.0.1:9000. On success, stderr is empty.
 	oneShot := func(args []string, env ...string) string {
 		t.Helper()
+		args = slices.Clone(args)
 		for i, a := range args {
 			args[i] = strings.ReplaceAll(a, "http://127.0.0.1:9000", rc.URL())
 		}
