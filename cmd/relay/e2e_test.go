@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -87,8 +88,14 @@ func freeAddr(t *testing.T) string {
 // startRelay runs `relay run` against dbURL and waits until /readyz says ready.
 func startRelay(t *testing.T, dbURL, id string, env ...string) *relayProc {
 	t.Helper()
+	return startRelayBinary(t, relayBin, dbURL, id, env...)
+}
+
+// startRelayBinary is startRelay with the binary at bin.
+func startRelayBinary(t *testing.T, bin, dbURL, id string, env ...string) *relayProc {
+	t.Helper()
 	p := &relayProc{t: t, id: id, addr: freeAddr(t), out: &syncBuffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(relayBin, "run")
+	p.cmd = exec.Command(bin, "run")
 	p.cmd.Env = append(os.Environ(),
 		"DATABASE_URL="+dbURL,
 		"RELAY_ADDR="+p.addr,
@@ -478,10 +485,17 @@ wait:
 	rc.WaitFor(t, 40, 30*time.Second)
 }
 
-// TestRunWithoutDatabaseURLUsesAPrivatePostgres is the README's walkthrough: `relay run`
-// with no DATABASE_URL starts PostgreSQL in RELAY_DATA_DIR (as root it runs the server as
-// an unprivileged user), other commands attach to it, and a restart reuses it.
+// TestRunWithoutDatabaseURLUsesAPrivatePostgres is the README's walkthrough, its commands
+// as written: the binary built with the README's `go build` line in the repository's root
+// (so a walkthrough that builds where `./relay` is a folder fails here), `relay run` with
+// no DATABASE_URL starting PostgreSQL in ./.relay (as root it runs the server as an
+// unprivileged user), the one-shot commands attaching to it and saying nothing on stderr
+// when they succeed, the SQL of step 4 emitting one event and rolling one back, the audit
+// query of step 5, and a restart reusing the database.
 func TestRunWithoutDatabaseURLUsesAPrivatePostgres(t *testing.T) {
+	w := readWalkthrough(t)
+	bin := buildAsWalkthrough(t, w)
+
 	dir, err := os.MkdirTemp("", "relay-private-")
 	if err != nil {
 		t.Fatal(err)
@@ -496,38 +510,55 @@ func TestRunWithoutDatabaseURLUsesAPrivatePostgres(t *testing.T) {
 		_ = os.RemoveAll(dir)
 	})
 	rc := testutil.NewReceiver(t, nil)
-	cli := func(args ...string) string {
+	// A one-shot command as the walkthrough runs it: from the directory holding .relay,
+	// with none of the developer's relay variables, the receiver's address for the
+	// README's 127.0.0.1:9000. On success, stderr is empty.
+	oneShot := func(args []string, env ...string) string {
 		t.Helper()
-		cmd := exec.Command(relayBin, args...)
-		cmd.Env = append(os.Environ(), "DATABASE_URL=", "RELAY_DATA_DIR="+dataDir, "RELAY_LOG_LEVEL=warn")
-		out, err := cmd.Output()
-		if err != nil {
-			var stderr string
-			if ee, ok := err.(*exec.ExitError); ok {
-				stderr = string(ee.Stderr)
-			}
-			t.Fatalf("relay %v: %v\n%s%s", args, err, out, stderr)
+		args = slices.Clone(args)
+		for i, a := range args {
+			args[i] = strings.ReplaceAll(a, "http://127.0.0.1:9000", rc.URL())
 		}
-		return string(out)
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = dir
+		cmd.Env = append(withoutRelaySettings(os.Environ()), env...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("relay %v: %v\n%s%s", args, err, stdout.String(), stderr.String())
+		}
+		if len(env) == 0 && stderr.Len() > 0 {
+			t.Errorf("relay %v succeeded but wrote to stderr:\n%s", args, stderr.String())
+		}
+		return stdout.String()
 	}
 	run := func(id string) *relayProc {
-		return startRelay(t, "", id, "RELAY_DATA_DIR="+dataDir)
+		return startRelayBinary(t, bin, "", id, "RELAY_DATA_DIR="+dataDir)
 	}
+	if !slices.Equal(w.run, []string{"run"}) {
+		t.Fatalf("the walkthrough starts the relay with %q; this test runs `relay run`", w.run)
+	}
+
+	// 1. The relay, on a private PostgreSQL.
 	p := run("private-1")
-	added := cli("webhooks", "add", "post.*", rc.URL()+"/hook", "--secret", "generate")
+
+	// 3. Subscribe, with a generated secret shown once; the listings never show it.
+	added := oneShot(w.add)
 	_, secret, ok := strings.Cut(added, "secret (shown once): ")
 	secret = strings.TrimSpace(secret)
 	if !ok || !strings.HasPrefix(secret, "whsec_") {
 		t.Fatalf("webhooks add --secret generate printed no secret:\n%s", added)
 	}
-	if out := cli("webhooks", "list", "--json"); !strings.Contains(out, rc.URL()) || strings.Contains(out, secret) {
-		t.Fatalf("webhooks list must show the webhook with its secret masked:\n%s", out)
+	for _, args := range [][]string{w.list, append(slices.Clone(w.list), "--json")} {
+		if out := oneShot(args); !strings.Contains(out, rc.URL()) || strings.Contains(out, secret) {
+			t.Fatalf("relay %v must show the webhook with its secret masked:\n%s", args, out)
+		}
 	}
-	id := strings.TrimSpace(cli("emit", "post.published", "--data", `{"post":{"current":{"id":"1"},"previous":{}}}`))
-	got := rc.WaitFor(t, 1, 15*time.Second)
-	if got[0].Header.Get("webhook-id") != id {
-		t.Fatalf("delivered webhook-id %q, want %q", got[0].Header.Get("webhook-id"), id)
+	// Asked for, the same command says how it reached the database.
+	if out := runWithStderr(t, bin, dir, w.list, "RELAY_LOG_LEVEL=debug"); !strings.Contains(out, "private PostgreSQL is running") {
+		t.Errorf("relay %v with RELAY_LOG_LEVEL=debug does not say which PostgreSQL it used:\n%s", w.list, out)
 	}
+
 	// The private PostgreSQL gives out the relay role's URL in a file of ours alone; that
 	// role is no superuser (the README's `psql "$(cat .relay/database.url)"`).
 	urlFile := filepath.Join(dataDir, "database.url")
@@ -542,15 +573,56 @@ func TestRunWithoutDatabaseURLUsesAPrivatePostgres(t *testing.T) {
 	if err != nil {
 		t.Fatalf("connect with %s: %v", urlFile, err)
 	}
+	defer conn.Close(context.Background())
 	var user string
 	var super bool
 	if err := conn.QueryRow(context.Background(), `SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&user, &super); err != nil {
 		t.Fatal(err)
 	}
-	_ = conn.Close(context.Background())
 	if user != "relay" || super {
 		t.Errorf("database.url connects as %s (superuser %v), want the non-superuser relay", user, super)
 	}
+
+	// 4. The CMS's way, as psql would send it: one event committed, one rolled back.
+	if _, err := conn.Exec(context.Background(), w.sql); err != nil {
+		t.Fatalf("the walkthrough's SQL: %v", err)
+	}
+	rc.WaitFor(t, 1, 15*time.Second)
+	// ... or the command.
+	id := strings.TrimSpace(oneShot(w.emit))
+	got := rc.WaitFor(t, 2, 15*time.Second)
+	if got[1].Header.Get("webhook-id") != id {
+		t.Fatalf("delivered webhook-id %q, want %q printed by emit", got[1].Header.Get("webhook-id"), id)
+	}
+
+	// 5. The audit trail: both deliveries, one attempt each, the rolled-back event absent
+	// (once the recorder has written the second, which it batches).
+	audit := func() []string {
+		rows, err := conn.Query(context.Background(), w.audit)
+		if err != nil {
+			t.Fatalf("the walkthrough's audit query: %v", err)
+		}
+		defer rows.Close()
+		var audited []string
+		for rows.Next() {
+			var event, status string
+			var attempts int
+			var code *int
+			var ms *int64
+			if err := rows.Scan(&event, &status, &attempts, &code, &ms); err != nil {
+				t.Fatal(err)
+			}
+			audited = append(audited, fmt.Sprintf("%s %s %d %v", event, status, attempts, code != nil && *code == http.StatusOK))
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return audited
+	}
+	want := []string{"post.published succeeded 1 true", "post.published succeeded 1 true"}
+	testutil.Eventually(t, 10*time.Second, func() bool { return slices.Equal(audit(), want) },
+		"the audit query's rows never became %q", want)
+
 	// The CLI attached to the running server and left it running.
 	if code, err := readyz(p.addr); err != nil || code != http.StatusOK {
 		t.Fatalf("relay not ready after CLI commands: %d %v", code, err)
@@ -564,6 +636,159 @@ func TestRunWithoutDatabaseURLUsesAPrivatePostgres(t *testing.T) {
 	p.done <- nil
 	// A second start on the same data directory finds its database and webhook.
 	run("private-2")
-	cli("emit", "post.edited", "--data", `{"post":{"current":{"id":"1"},"previous":{"title":"x"}}}`)
-	rc.WaitFor(t, 2, 15*time.Second)
+	oneShot([]string{"emit", "post.edited", "--data", `{"post":{"current":{"id":"1"},"previous":{"title":"x"}}}`})
+	rc.WaitFor(t, 3, 15*time.Second)
+	for _, r := range rc.Requests() {
+		if strings.Contains(string(r.Body), `"previous":{"id":"2"}`) {
+			t.Errorf("the rolled-back post.deleted was delivered: %s", r.Body)
+		}
+	}
+}
+
+// walkthrough is what the README's "A five-minute walkthrough" runs.
+type walkthrough struct {
+	build                []string // the go build command
+	binary               string   // the path every ./... command runs, as written
+	run, add, list, emit []string // the relay's arguments in steps 1, 3 and 4
+	sql, audit           string   // step 4's SQL and step 5's query
+}
+
+func readWalkthrough(t *testing.T) walkthrough {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(moduleRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(raw), "## A five-minute walkthrough")
+	_, block, ok2 := strings.Cut(section, "```sh\n")
+	block, _, ok3 := strings.Cut(block, "\n```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README.md: no sh block under \"A five-minute walkthrough\"")
+	}
+	var w walkthrough
+	var relayLines [][]string
+	for _, line := range strings.Split(block, "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "# or:"))
+		words := shellWords(line)
+		switch {
+		case len(words) > 2 && words[0] == "go" && words[1] == "build":
+			w.build = words
+		case strings.HasPrefix(line, "#"):
+		default:
+			for i, word := range words {
+				if strings.HasPrefix(word, "./") {
+					if w.binary != "" && word != w.binary {
+						t.Fatalf("README walkthrough runs both %s and %s", w.binary, word)
+					}
+					w.binary = word
+					relayLines = append(relayLines, slices.DeleteFunc(words[i+1:], func(s string) bool { return s == "&" }))
+					break
+				}
+			}
+		}
+	}
+	for _, args := range relayLines {
+		switch {
+		case len(args) > 0 && args[0] == "run":
+			w.run = args
+		case len(args) > 1 && args[0] == "webhooks" && args[1] == "add":
+			w.add = args
+		case len(args) > 1 && args[0] == "webhooks" && args[1] == "list":
+			w.list = args
+		case len(args) > 0 && args[0] == "emit":
+			w.emit = args
+		}
+	}
+	if _, sql, ok := strings.Cut(block, "<<'SQL'\n"); ok {
+		w.sql, _, _ = strings.Cut(sql, "\nSQL\n")
+	}
+	if _, q, ok := strings.Cut(block, `psql "$(cat .relay/database.url)" -c '`); ok {
+		w.audit, _, _ = strings.Cut(q, "'")
+	}
+	if w.build == nil || w.binary == "" || w.run == nil || w.add == nil || w.list == nil || w.emit == nil || w.sql == "" || w.audit == "" {
+		t.Fatalf("README walkthrough: missing a step (build %q, binary %q, run %q, add %q, list %q, emit %q, SQL %t, audit %t)",
+			w.build, w.binary, w.run, w.add, w.list, w.emit, w.sql != "", w.audit != "")
+	}
+	return w
+}
+
+// buildAsWalkthrough runs the README's build line in the repository's root and returns
+// the binary the walkthrough then runs.
+func buildAsWalkthrough(t *testing.T, w walkthrough) string {
+	t.Helper()
+	root := moduleRoot(t)
+	out := w.build[slices.Index(w.build, "-o")+1]
+	if filepath.Join(root, out) != filepath.Join(root, w.binary) {
+		t.Fatalf("README walkthrough builds %s but runs %s", out, w.binary)
+	}
+	bin := filepath.Join(root, w.binary)
+	// Go writes `-o dir` into an existing directory; the walkthrough would then run a
+	// directory. Refuse before building rather than litter the source folder.
+	if fi, err := os.Stat(bin); err == nil && fi.IsDir() {
+		t.Fatalf("README walkthrough: %s is a directory of the repository, so `%s` writes the binary into it and `%s run` fails",
+			w.binary, strings.Join(w.build, " "), w.binary)
+	}
+	cmd := exec.Command(w.build[0], w.build[1:]...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(w.build, " "), err, out)
+	}
+	if fi, err := os.Stat(bin); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o100 == 0 {
+		t.Fatalf("after %s, %s is not an executable file: %v", strings.Join(w.build, " "), w.binary, err)
+	}
+	return bin
+}
+
+// runWithStderr runs a relay command in dir and returns its stderr.
+func runWithStderr(t *testing.T, bin, dir string, args []string, env ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(withoutRelaySettings(os.Environ()), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("relay %v: %v\n%s", args, err, stderr.String())
+	}
+	return stderr.String()
+}
+
+// withoutRelaySettings drops the relay's own variables from env (PG_BINDIR, which says
+// where this machine's PostgreSQL is, stays).
+func withoutRelaySettings(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return strings.HasPrefix(name, "RELAY_") || name == "DATABASE_URL" || name == "WEBHOOK_SECRET"
+	})
+}
+
+// shellWords splits a line of the README's shell as sh would, for the quoting it uses
+// (single quotes).
+func shellWords(line string) []string {
+	var words []string
+	var word strings.Builder
+	inWord, quoted := false, false
+	for _, r := range line {
+		switch {
+		case quoted && r == '\'':
+			quoted = false
+		case quoted:
+			word.WriteRune(r)
+		case r == '\'':
+			quoted, inWord = true, true
+		case r == ' ' || r == '\t':
+			if inWord {
+				words = append(words, word.String())
+				word.Reset()
+				inWord = false
+			}
+		default:
+			word.WriteRune(r)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, word.String())
+	}
+	return words
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -22,11 +21,11 @@ import (
 
 // Globals are the settings every subcommand shares.
 type Globals struct {
-	DatabaseURL string `name:"database-url" env:"DATABASE_URL" help:"PostgreSQL URL. Unset: a private PostgreSQL is started from the local server binaries in --data-dir."`
-	DataDir     string `name:"data-dir" env:"RELAY_DATA_DIR" default:"./.relay" help:"Where the private PostgreSQL keeps its data when DATABASE_URL is unset."`
-	LogFormat   string `name:"log-format" env:"RELAY_LOG_FORMAT" default:"" help:"json or console (default: console on a terminal, else json)."`
-	LogLevel    string `name:"log-level" env:"RELAY_LOG_LEVEL" default:"info" help:"trace, debug, info, warn or error."`
-	PGBinDir    string `name:"pg-bindir" env:"PG_BINDIR" default:"" help:"Directory of the PostgreSQL server binaries for the private PostgreSQL (default: initdb on PATH, pg_config --bindir, /usr/lib/postgresql/*/bin)."`
+	DatabaseURL string        `name:"database-url" env:"DATABASE_URL" help:"PostgreSQL URL. Unset: a private PostgreSQL is started from the local server binaries in --data-dir."`
+	DataDir     string        `name:"data-dir" env:"RELAY_DATA_DIR" default:"./.relay" help:"Where the private PostgreSQL keeps its data when DATABASE_URL is unset."`
+	LogFormat   logFormat     `name:"log-format" env:"RELAY_LOG_FORMAT" default:"" help:"json or console (default: console on a terminal, else json)."`
+	LogLevel    zerolog.Level `name:"log-level" env:"RELAY_LOG_LEVEL" default:"info" help:"trace, debug, info, warn or error."`
+	PGBinDir    string        `name:"pg-bindir" env:"PG_BINDIR" default:"" help:"Directory of the PostgreSQL server binaries for the private PostgreSQL (default: initdb on PATH, pg_config --bindir, /usr/lib/postgresql/*/bin)."`
 	// KeyEncryptionKey seals Admin API key secrets in the database (AES-256-GCM). Prefer
 	// the environment variable: a flag's value shows in the process list.
 	KeyEncryptionKey string `name:"key-encryption-key" env:"RELAY_KEY_ENCRYPTION_KEY" default:"" help:"32 random bytes (64 hex or base64) that encrypt Admin API key secrets at rest. Unset: stored in plaintext, as Ghost does."`
@@ -34,37 +33,24 @@ type Globals struct {
 
 // logger builds the process logger: JSON lines by default, a human console when asked
 // for or when stderr is a terminal.
-func (g *Globals) logger(w io.Writer) (zerolog.Logger, error) {
-	level, err := zerolog.ParseLevel(strings.ToLower(g.LogLevel))
-	if err != nil || g.LogLevel == "" {
-		return zerolog.Nop(), fmt.Errorf("RELAY_LOG_LEVEL (--log-level): invalid level %q (trace, debug, info, warn, error)", g.LogLevel)
-	}
-	console := false
-	switch strings.ToLower(g.LogFormat) {
-	case "json":
-	case "console":
-		console = true
-	case "":
+func (g *Globals) logger(w io.Writer) zerolog.Logger {
+	console := g.LogFormat == "console"
+	if g.LogFormat == "" {
 		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			console = true
 		}
-	default:
-		return zerolog.Nop(), fmt.Errorf("RELAY_LOG_FORMAT (--log-format): invalid format %q (json or console)", g.LogFormat)
 	}
 	if console {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}
-	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+	return zerolog.New(w).Level(g.LogLevel).With().Timestamp().Logger()
 }
 
 // withDB runs fn with the database of a one-shot command (no migration: a command never
-// changes the schema behind a running relay's back), and lets go of it afterwards.
+// changes the schema behind a running relay's back), and lets go of it afterwards. The
+// command's answer is its output: how it reached the database is said at debug only.
 func (g *Globals) withDB(ctx context.Context, fn func(*database) error) error {
-	log, err := g.logger(os.Stderr)
-	if err != nil {
-		return err
-	}
-	db, err := g.connect(ctx, log, false)
+	db, err := g.connect(ctx, g.logger(os.Stderr), connectOptions{detail: zerolog.DebugLevel})
 	if err != nil {
 		return err
 	}
@@ -72,19 +58,31 @@ func (g *Globals) withDB(ctx context.Context, fn func(*database) error) error {
 	return fn(db)
 }
 
+// connectOptions say what a command needs of the database.
+type connectOptions struct {
+	// migrate applies pending migrations first (relay run, relay migrate).
+	migrate bool
+	// detail is the level of the lines saying which private PostgreSQL the command uses
+	// and which migrations it applied: info for `relay run`, whose log they belong in;
+	// debug for a one-shot command, which stays quiet unless something is wrong.
+	detail zerolog.Level
+}
+
 // database is an open pool plus how to let go of it (and of the private server if this
 // command started one).
 type database struct {
-	URL   string
-	Pool  *pgxpool.Pool
-	close func()
+	URL  string
+	Pool *pgxpool.Pool
+	// Migrated are the migration versions connect applied.
+	Migrated []int64
+	close    func()
 }
 
 func (d *database) Close() { d.close() }
 
 // connect opens DATABASE_URL, or starts (or attaches to) the private PostgreSQL in
-// RELAY_DATA_DIR. migrate applies pending migrations first.
-func (g *Globals) connect(ctx context.Context, log zerolog.Logger, migrate bool) (*database, error) {
+// RELAY_DATA_DIR.
+func (g *Globals) connect(ctx context.Context, log zerolog.Logger, opts connectOptions) (*database, error) {
 	url := g.DatabaseURL
 	stopServer := func() {}
 	if url == "" {
@@ -92,7 +90,7 @@ func (g *Globals) connect(ctx context.Context, log zerolog.Logger, migrate bool)
 		if err != nil {
 			return nil, fmt.Errorf("RELAY_DATA_DIR (--data-dir): %w", err)
 		}
-		log.Info().Str("data_dir", dir).Msg("DATABASE_URL is unset: using a private PostgreSQL from the local server binaries")
+		log.WithLevel(opts.detail).Str("data_dir", dir).Msg("DATABASE_URL is unset: using a private PostgreSQL from the local server binaries")
 		srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: dir, BinDir: g.PGBinDir})
 		if err != nil {
 			return nil, fmt.Errorf("start private PostgreSQL in %s: %w", dir, err)
@@ -114,18 +112,19 @@ func (g *Globals) connect(ctx context.Context, log zerolog.Logger, migrate bool)
 			stopServer()
 			return nil, err
 		}
-		log.Info().Int("port", srv.Port()).Str("database_url", redactDatabaseURL(url)).
+		log.WithLevel(opts.detail).Int("port", srv.Port()).Str("database_url", redactDatabaseURL(url)).
 			Str("database_url_file", filepath.Join(dir, pglocal.URLFile)).Bool("attached", srv.Attached()).
 			Msg("private PostgreSQL is running")
 	}
-	if migrate {
-		applied, err := schema.Up(ctx, url)
-		if err != nil {
+	var applied []int64
+	if opts.migrate {
+		var err error
+		if applied, err = schema.Up(ctx, url); err != nil {
 			stopServer()
 			return nil, err
 		}
 		if len(applied) > 0 {
-			log.Info().Ints64("versions", applied).Msg("database migrated")
+			log.WithLevel(opts.detail).Ints64("versions", applied).Msg("database migrated")
 		}
 	}
 	cfg, err := pgxpool.ParseConfig(url)
@@ -147,7 +146,7 @@ func (g *Globals) connect(ctx context.Context, log zerolog.Logger, migrate bool)
 		stopServer()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	return &database{URL: url, Pool: pool, close: func() { pool.Close(); stopServer() }}, nil
+	return &database{URL: url, Pool: pool, Migrated: applied, close: func() { pool.Close(); stopServer() }}, nil
 }
 
 // kek is the configured key-encryption key (nil when none is set).

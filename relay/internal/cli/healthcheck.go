@@ -14,7 +14,7 @@ import (
 // answers 200, 1 otherwise. It is what the container image's HEALTHCHECK runs, since a
 // distroless image has no curl or wget.
 type HealthcheckCmd struct {
-	Addr    string        `name:"addr" env:"RELAY_ADDR" default:":8080" help:"The relay's HTTP address; an empty or wildcard host means this machine."`
+	Addr    string        `name:"addr" env:"RELAY_ADDR" default:"${addr}" help:"The relay's HTTP address; an empty or wildcard host means this machine."`
 	Path    string        `name:"path" default:"/readyz" help:"/readyz (ready to deliver) or /healthz (process alive)."`
 	Timeout time.Duration `name:"timeout" default:"3s" help:"Give up after this long."`
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"fmt"
 	"net/url"
 	"regexp"
 	"strings"
@@ -31,7 +30,7 @@ func startupConfig(kctx *kong.Context) *zerolog.Event {
 		if len(f.Envs) > 0 {
 			key = f.Envs[0]
 		}
-		d.Str(key, maskSetting(key, fmt.Sprint(f.Target.Interface())))
+		d.Str(key, maskSetting(key, settingText(f.Target.Interface())))
 	}
 	return d
 }

@@ -41,17 +41,18 @@ type CLI struct {
 // (or a command's own status) after one line on stderr.
 func Main(args []string) int {
 	var cli CLI
-	parser, err := kong.New(&cli,
-		kong.Name("relay"),
-		kong.Description("Delivers a CMS's outbox events as signed webhooks, exactly once per webhook."),
-		kong.UsageOnError(),
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-	)
+	parser, err := newParser(&cli, kong.UsageOnError(), kong.ConfigureHelp(kong.HelpOptions{Compact: true}))
 	if err != nil {
 		return fail(err)
 	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
+		// A setting's value that does not parse is a configuration error like an
+		// out-of-range one: exit 1 and the one line naming the variable, without kong's
+		// "--flag: ... (from envar ...)" around it.
+		if bad := settingFailure(err); bad != nil {
+			return fail(bad)
+		}
 		fmt.Fprintf(os.Stderr, "relay: %v\n", err)
 		return 2
 	}
@@ -62,6 +63,16 @@ func Main(args []string) int {
 		return fail(err)
 	}
 	return 0
+}
+
+// newParser is the command line's parser: the one Main runs, and the one tests parse
+// with (plus their own options).
+func newParser(cli *CLI, options ...kong.Option) (*kong.Kong, error) {
+	return kong.New(cli, append(append([]kong.Option{
+		kong.Name("relay"),
+		kong.Description("Delivers a CMS's outbox events as signed webhooks, exactly once per webhook."),
+		defaultVars(),
+	}, settingMappers()...), options...)...)
 }
 
 // fail prints one line and returns the exit status, as every subcommand promises.

@@ -20,10 +20,7 @@ type ReceiveCmd struct {
 }
 
 func (c *ReceiveCmd) Run(ctx context.Context, g *Globals) error {
-	log, err := g.logger(os.Stderr)
-	if err != nil {
-		return err
-	}
+	log := g.logger(os.Stderr)
 	if c.Tolerance <= 0 {
 		return fmt.Errorf("--tolerance must be positive, got %s", c.Tolerance)
 	}

@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -10,7 +9,8 @@ import (
 )
 
 // Config is everything a Relay needs to run. The CLI fills it from flags and
-// environment variables in one place; Validate is called once by New.
+// environment variables, defaults from DefaultConfig, and checks it with Validate before
+// anything starts; New checks it again for every other caller.
 type Config struct {
 	// HTTPTimeout bounds each delivery attempt, from dial to the end of the response
 	// headers and excerpt.
@@ -47,11 +47,12 @@ type Config struct {
 	Metrics *metrics.Metrics
 }
 
-// DefaultConfig returns the documented defaults.
+// DefaultConfig returns the documented defaults. It is the one place they are written:
+// the command line shows and applies these (README.md, "Configuration").
 func DefaultConfig() Config {
 	return Config{
 		HTTPTimeout:        10 * time.Second,
-		Retry:              RetryPolicy{Schedule: DefaultRetrySchedule, Jitter: 0.2},
+		Retry:              RetryPolicy{Schedule: DefaultRetrySchedule(), Jitter: 0.2},
 		Workers:            64,
 		WebhookConcurrency: 8,
 		PollInterval:       time.Second,
@@ -62,31 +63,55 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports the first invalid field.
+// A ConfigError names the invalid field of a Config (its Go name, e.g. "HTTPTimeout",
+// which the CLI maps to the variable that set it) and says why.
+type ConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return e.Field + ": " + e.Reason }
+
+// Validate is the one check of a Config's ranges (the CLI parses values and leaves the
+// ranges to it). It reports the first invalid field, as a *ConfigError.
 func (c Config) Validate() error {
-	var errs []error
-	if c.HTTPTimeout <= 0 || c.HTTPTimeout > 10*time.Minute {
-		errs = append(errs, fmt.Errorf("HTTP timeout must be in (0, 10m], got %s", c.HTTPTimeout))
+	const century = 100 * 365 * 24 * time.Hour
+	for _, d := range []struct {
+		field  string
+		value  time.Duration
+		lo, hi time.Duration
+	}{
+		{"HTTPTimeout", c.HTTPTimeout, time.Millisecond, 10 * time.Minute},
+		{"Retention", c.Retention, 0, century},
+		{"DisableAfter", c.DisableAfter, 0, century},
+		{"PollInterval", c.PollInterval, time.Millisecond, time.Hour},
+	} {
+		if d.value < d.lo || d.value > d.hi {
+			return &ConfigError{d.field, fmt.Sprintf("%s is out of range [%s, %s]", d.value, d.lo, d.hi)}
+		}
 	}
-	if c.Workers < 1 || c.Workers > 10000 {
-		errs = append(errs, fmt.Errorf("workers must be in [1, 10000], got %d", c.Workers))
+	for _, n := range []struct {
+		field  string
+		value  int
+		lo, hi int
+	}{
+		{"Workers", c.Workers, 1, 10000},
+		{"WebhookConcurrency", c.WebhookConcurrency, 1, 10000},
+	} {
+		if n.value < n.lo || n.value > n.hi {
+			return &ConfigError{n.field, fmt.Sprintf("%d is out of range [%d, %d]", n.value, n.lo, n.hi)}
+		}
 	}
-	if c.WebhookConcurrency < 1 {
-		errs = append(errs, fmt.Errorf("per-webhook concurrency must be at least 1, got %d", c.WebhookConcurrency))
+	if c.ClaimBatch < 1 {
+		return &ConfigError{"ClaimBatch", fmt.Sprintf("%d is less than 1", c.ClaimBatch)}
 	}
-	if c.PollInterval <= 0 {
-		errs = append(errs, fmt.Errorf("poll interval must be positive, got %s", c.PollInterval))
-	}
-	if c.ClaimBatch < 1 || c.OutboxBatch < 1 {
-		errs = append(errs, errors.New("batch sizes must be at least 1"))
+	if c.OutboxBatch < 1 {
+		return &ConfigError{"OutboxBatch", fmt.Sprintf("%d is less than 1", c.OutboxBatch)}
 	}
 	if c.Retry.Jitter < 0 || c.Retry.Jitter >= 1 {
-		errs = append(errs, fmt.Errorf("retry jitter must be in [0, 1), got %g", c.Retry.Jitter))
+		return &ConfigError{"Retry.Jitter", fmt.Sprintf("%g is out of range [0, 1)", c.Retry.Jitter)}
 	}
-	if c.DisableAfter < 0 || c.Retention < 0 {
-		errs = append(errs, errors.New("durations must not be negative"))
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // leaseFor is how long a claimed delivery stays ours: the attempt's timeout plus room

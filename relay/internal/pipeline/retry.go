@@ -9,11 +9,19 @@ import (
 	"time"
 )
 
-// DefaultRetrySchedule is Svix's schedule: the waits after the 1st, 2nd, ... failed
-// attempt. A delivery gets len(schedule)+1 attempts in all (about 27.6 hours).
-var DefaultRetrySchedule = []time.Duration{
+// defaultRetrySchedule is Svix's schedule: the waits after the 1st, 2nd, ... failed
+// attempt. A delivery gets len(schedule)+1 attempts in all (about 27.6 hours). An array,
+// so that nobody can change it: DefaultRetrySchedule hands out copies.
+var defaultRetrySchedule = [...]time.Duration{
 	5 * time.Second, 5 * time.Minute, 30 * time.Minute,
 	2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour,
+}
+
+// DefaultRetrySchedule returns a fresh copy of the default schedule (RELAY_RETRY_SCHEDULE's
+// default), which the caller may change.
+func DefaultRetrySchedule() []time.Duration {
+	s := defaultRetrySchedule
+	return s[:]
 }
 
 // ParseRetrySchedule parses a comma-separated list of Go durations ("5s,5m,30m").

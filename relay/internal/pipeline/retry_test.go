@@ -15,8 +15,8 @@ func TestDefaultRetryScheduleIsSvixsAndJitterStaysWithin20Percent(t *testing.T) 
 	}
 	var total time.Duration
 	for i, d := range got {
-		if d != pipeline.DefaultRetrySchedule[i] {
-			t.Fatalf("schedule %v, want %v", got, pipeline.DefaultRetrySchedule)
+		if d != pipeline.DefaultRetrySchedule()[i] {
+			t.Fatalf("schedule %v, want %v", got, pipeline.DefaultRetrySchedule())
 		}
 		total += d
 	}
