@@ -12,6 +12,8 @@ type PruneStats struct {
 	Events     int64
 	// StripeEvents are the ids of received Stripe events, kept to deduplicate resends.
 	StripeEvents int64
+	// Minutes are rows of relay.webhook_minutes (the console's statistics).
+	Minutes int64
 }
 
 // PruneBatch bounds each DELETE, so that pruning a large backlog is many short
@@ -46,6 +48,8 @@ func Prune(ctx context.Context, q Querier, cutoff, stripeCutoff time.Time) (Prun
 			   AND (o."transaction_id", o."offset") <= (g.last_processed_transaction_id, g.offset_acked)
 			   AND NOT EXISTS (SELECT 1 FROM relay.deliveries d WHERE d.event_id = o."uuid"::uuid)
 			 LIMIT $2)`, []any{cutoff, PruneBatch, ConsumerGroup}},
+		{"webhook minutes", &st.Minutes, `DELETE FROM relay.webhook_minutes WHERE (webhook_id, minute) IN (
+			SELECT webhook_id, minute FROM relay.webhook_minutes WHERE minute < $1 LIMIT $2)`, []any{cutoff, PruneBatch}},
 		// The Stripe ids are what makes a Stripe resend a no-op.
 		{"stripe events", &st.StripeEvents, `DELETE FROM relay.stripe_events WHERE id IN (
 			SELECT id FROM relay.stripe_events WHERE received_at < $1 LIMIT $2)`, []any{stripeCutoff, PruneBatch}},

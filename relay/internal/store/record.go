@@ -18,6 +18,8 @@ type Outcome struct {
 	FinalURL   string // where a followed redirect ended; empty without one
 	Status     Status // Pending (retry at NextAt), Succeeded or Failed
 	NextAt     time.Time
+	// CommittedAt is the event's created_at: the lag of a success is counted from it.
+	CommittedAt time.Time
 }
 
 // recordSQL writes a whole batch of outcomes in one statement: the attempt rows, the
@@ -27,8 +29,10 @@ type Outcome struct {
 const recordSQL = `
 WITH r AS (
     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::int[], $5::int[],
-                         $6::text[], $7::text[], $8::text[], $9::timestamptz[], $11::text[], $12::text[])
-        AS r(id, token, started_at, duration_ms, status_code, error, excerpt, status, next_at, ghost_error, final_url)
+                         $6::text[], $7::text[], $8::text[], $9::timestamptz[], $11::text[], $12::text[],
+                         $13::int[], $14::int[])
+        AS r(id, token, started_at, duration_ms, status_code, error, excerpt, status, next_at, ghost_error, final_url,
+             duration_bucket, lag_bucket)
 ), upd AS (
     UPDATE relay.deliveries d
        SET attempts = d.attempts + 1,
@@ -43,7 +47,7 @@ WITH r AS (
      -- hash-joining a scan of every delivery.
      WHERE d.id = ANY($1::bigint[]) AND d.id = r.id AND d.lease_token = r.token
     RETURNING d.id, d.attempts, d.webhook_id, r.started_at, r.duration_ms, r.status_code,
-              r.error, r.excerpt, r.status, r.ghost_error, r.final_url
+              r.error, r.excerpt, r.status, r.ghost_error, r.final_url, r.duration_bucket, r.lag_bucket
 ), att AS (
     INSERT INTO relay.delivery_attempts
            (delivery_id, attempt, started_at, duration_ms, status_code, error, response_excerpt, relay_instance, final_url)
@@ -67,6 +71,22 @@ WITH r AS (
                                 ELSE coalesce(w.failing_since, l.finished_at) END
       FROM last l
      WHERE w.id = l.webhook_id
+), minutes AS (
+    -- Ordered by key, so that relays recording for the same webhooks lock the rows in
+    -- the same order.
+    INSERT INTO relay.webhook_minutes AS m (webhook_id, minute, attempts, succeeded, retried, failed, duration_buckets, lag_buckets)
+    SELECT u.webhook_id, date_trunc('minute', u.started_at + u.duration_ms * interval '1 millisecond'),
+           count(*), count(*) FILTER (WHERE u.status = 'succeeded'),
+           count(*) FILTER (WHERE u.status = 'pending'), count(*) FILTER (WHERE u.status = 'failed'),
+           relay.sum_buckets(relay.one_hot(u.duration_bucket, 10)), relay.sum_buckets(relay.one_hot(u.lag_bucket, 10))
+      FROM upd u
+     GROUP BY 1, 2
+     ORDER BY 1, 2
+    ON CONFLICT (webhook_id, minute) DO UPDATE
+       SET attempts = m.attempts + excluded.attempts, succeeded = m.succeeded + excluded.succeeded,
+           retried = m.retried + excluded.retried, failed = m.failed + excluded.failed,
+           duration_buckets = relay.add_buckets(m.duration_buckets, excluded.duration_buckets),
+           lag_buckets = relay.add_buckets(m.lag_buckets, excluded.lag_buckets)
 )
 SELECT id FROM upd`
 
@@ -86,7 +106,13 @@ func Record(ctx context.Context, q Querier, owner string, outcomes []Outcome) (m
 	nextAts := make([]*time.Time, n)
 	ghostErrs := make([]*string, n)
 	finalURLs := make([]*string, n)
+	durBuckets := make([]int32, n)
+	lagBuckets := make([]int32, n) // 0: not a success, no lag counted
 	for i, o := range outcomes {
+		durBuckets[i] = bucketOf(o.Duration.Milliseconds(), DurationBuckets[:])
+		if o.Status == Succeeded {
+			lagBuckets[i] = bucketOf(max(o.Started.Add(o.Duration).Sub(o.CommittedAt), 0).Milliseconds(), LagBuckets[:])
+		}
 		ids[i], tokens[i], started[i] = o.ID, o.Token, o.Started
 		durations[i] = int32(o.Duration.Milliseconds())
 		if o.StatusCode != 0 {
@@ -100,7 +126,7 @@ func Record(ctx context.Context, q Querier, owner string, outcomes []Outcome) (m
 			nextAts[i] = &t
 		}
 	}
-	rows, err := q.Query(ctx, recordSQL, ids, tokens, started, durations, codes, errs, excerpts, statuses, nextAts, owner, ghostErrs, finalURLs)
+	rows, err := q.Query(ctx, recordSQL, ids, tokens, started, durations, codes, errs, excerpts, statuses, nextAts, owner, ghostErrs, finalURLs, durBuckets, lagBuckets)
 	if err != nil {
 		return nil, fmt.Errorf("record %d attempts: %w", n, err)
 	}
@@ -124,4 +150,22 @@ func nonEmpty(s string) *string {
 		return nil
 	}
 	return &s
+}
+
+// DurationBuckets and LagBuckets are the upper bounds (ms) of the buckets in which
+// relay.webhook_minutes counts attempt durations and, for successful attempts, the time
+// from the event's commit to its receipt; a last bucket holds everything above.
+var (
+	DurationBuckets = [...]int64{10, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
+	LagBuckets      = [...]int64{10, 50, 100, 250, 500, 1000, 5000, 60000, 3600000}
+)
+
+// bucketOf is the 1-based bucket of ms for bounds.
+func bucketOf(ms int64, bounds []int64) int32 {
+	for i, b := range bounds {
+		if ms <= b {
+			return int32(i + 1)
+		}
+	}
+	return int32(len(bounds) + 1)
 }
