@@ -199,12 +199,38 @@ func (s *claimSubscriber) claim(ctx context.Context, limit int, room map[string]
 	if err != nil {
 		return 0, err
 	}
-	held := make([]*schedule.Delivery, len(batch))
-	for i := range batch {
-		held[i] = &schedule.Delivery{Claimed: batch[i], LeaseUntil: claimedAt.Add(lease), ClaimedAt: claimedAt}
+	s.hold(batch, claimedAt, lease)
+	return len(batch), nil
+}
+
+// fanOut fans out the batch starting at eventID (store.FanOut), leasing to this relay
+// what the scheduler has room for, and hands those to the scheduler at once.
+func (s *claimSubscriber) fanOut(ctx context.Context, eventID string, events int) (map[string]struct{}, error) {
+	room, budget := s.sched.ClaimRoom()
+	lease := s.cfg.leaseFor()
+	leasedAt := time.Now()
+	covered, leased, err := store.FanOut(ctx, s.pool, store.FanOutRequest{
+		EventID: eventID, Events: events, Owner: s.owner, Lease: lease,
+		Room: room, DefaultRoom: 2 * s.cfg.WebhookConcurrency, Limit: budget,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.hold(leased, leasedAt, lease)
+	return covered, nil
+}
+
+// hold gives leased deliveries to the scheduler and wakes the loop that starts them.
+func (s *claimSubscriber) hold(leased []store.Claimed, leasedAt time.Time, lease time.Duration) {
+	if len(leased) == 0 {
+		return
+	}
+	held := make([]*schedule.Delivery, len(leased))
+	for i := range leased {
+		held[i] = &schedule.Delivery{Claimed: leased[i], LeaseUntil: leasedAt.Add(lease), ClaimedAt: leasedAt}
 	}
 	s.sched.Add(held...)
-	return len(held), nil
+	wake(s.kick)
 }
 
 func (s *claimSubscriber) release(batch []*schedule.Delivery) {

@@ -16,19 +16,23 @@ import (
 	"github.com/relayhq/relay/relay/internal/store"
 )
 
-// fanouter is the Watermill handler of the outbox. It runs inside the subscriber's own
-// transaction (sql.TxFromContext), so the delivery rows commit together with the
-// consumer group's offset: an event is fanned out exactly once.
+// fanouter is the Watermill handler of the outbox. The subscriber hands a batch over one
+// message at a time, each waiting for the previous ack; the first message's statement
+// fans out the whole batch (store.FanOut), and the following messages of the same
+// subscriber transaction find themselves already covered.
 //
-// The subscriber hands a batch over one message at a time, each waiting for the
-// previous ack; the first message's statement fans out the whole batch, and the
-// following messages of the same transaction find themselves already covered.
+// The statement is its own transaction, committed before the handler returns, so the
+// deliveries it leased to this relay can be sent at once: the unique (event, webhook)
+// key, not the subscriber's transaction, is what makes a replayed batch a no-op. (That
+// transaction still advances the consumer offset only once the batch is fanned out.)
 type fanouter struct {
-	batch int
+	pool   *pgxpool.Pool
+	batch  int
+	sender *claimSubscriber // where leased deliveries go
 
 	mu      sync.Mutex
-	tx      wsql.Tx             // the transaction covered belongs to
-	covered map[string]struct{} // events fanned out in tx
+	tx      wsql.Tx             // the subscriber transaction covered belongs to
+	covered map[string]struct{} // events fanned out for tx
 }
 
 func (f *fanouter) handle(msg *message.Message) error {
@@ -43,7 +47,7 @@ func (f *fanouter) handle(msg *message.Message) error {
 			return nil
 		}
 	}
-	covered, err := store.FanOut(msg.Context(), tx, msg.UUID, f.batch)
+	covered, err := f.sender.fanOut(msg.Context(), msg.UUID, f.batch)
 	if err != nil {
 		return err
 	}

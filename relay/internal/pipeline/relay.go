@@ -162,7 +162,8 @@ func (r *Relay) router(notes *notifier, claimSub *claimSubscriber, rec *recorder
 	if err != nil {
 		return nil, fmt.Errorf("relay: create router: %w", err)
 	}
-	router.AddConsumerHandler("fanout", store.OutboxTopic, outboxSub, countedFanout(r.cfg.Metrics, (&fanouter{batch: r.cfg.OutboxBatch}).handle))
+	fan := &fanouter{pool: r.pool, batch: r.cfg.OutboxBatch, sender: claimSub}
+	router.AddConsumerHandler("fanout", store.OutboxTopic, outboxSub, countedFanout(r.cfg.Metrics, fan.handle))
 	router.AddConsumerHandler("deliver", "deliveries", claimSub, d.handle)
 	return router, nil
 }

@@ -3,18 +3,26 @@ package store
 import (
 	"context"
 	"fmt"
+	"time"
 
-	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/jackc/pgx/v5"
 )
 
 // fanoutSQL creates one delivery per active webhook that matches an event and existed
-// when it was emitted, for the event $1 and the events after it that this transaction
-// can see (at most $2): the rest of the subscriber's batch, in one statement instead of
-// one per event. The subscriber's REPEATABLE READ snapshot is the one its batch was
-// read with, so "visible" means the same here. ON CONFLICT makes every replay a no-op
-// (a batch re-read after a crash, events fanned out ahead of the consumer offset, a
-// nack that re-runs the handler in the same transaction): one row per (event, webhook).
-// Delivery ids follow (transaction_id, offset), which is the order first attempts start.
+// when it was emitted, for the event $1 and the events after it that this statement can
+// see and that every open transaction has passed (at most $2 events): the rest of the
+// outbox subscriber's batch, in one statement instead of one per event. ON CONFLICT
+// makes every replay a no-op (a batch re-read after a crash, events fanned out ahead of
+// the consumer offset): one row per (event, webhook). Delivery ids follow
+// (transaction_id, offset), the order in which first attempts start.
+//
+// It leases the new deliveries it has room for to $3 (per webhook at most $5/$6, or $7
+// for a webhook not listed; $8 in all) and returns them with what their attempts need,
+// so that the relay that fanned them out sends them at once: no claim, no second
+// commit, no notification on the way. Any others are left due and unleased for the
+// claim (this relay's or another's), and then the claimers are notified.
+//
+// The first row returned lists the events covered; the others are the leased deliveries.
 const fanoutSQL = `
 WITH cur AS (
     SELECT transaction_id, "offset" FROM relay.outbox WHERE "uuid"::uuid = $1::uuid
@@ -22,56 +30,120 @@ WITH cur AS (
     -- LATERAL makes cur's values parameters of the index scan, which then starts at
     -- the current event; as a plain join the planner scans the outbox from its start.
     SELECT e.* FROM cur CROSS JOIN LATERAL (
-        SELECT o."uuid", o.metadata ->> 'event' AS event, o.created_at, o.transaction_id, o."offset"
+        SELECT o."uuid", o.metadata, o.payload, o.source, o.created_at, o.transaction_id, o."offset"
           FROM relay.outbox o
          WHERE (o.transaction_id, o."offset") >= (cur.transaction_id, cur."offset")
            AND o.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
          ORDER BY o.transaction_id, o."offset"
          LIMIT $2
     ) e
-), ins AS (
-    INSERT INTO relay.deliveries (event_id, webhook_id, next_attempt_at)
-    SELECT e."uuid"::uuid, w.id, now()
+), room AS (
+    SELECT * FROM unnest($5::text[], $6::int[]) AS r(webhook_id, n)
+), pairs AS (
+    SELECT e."uuid"::uuid AS event_id, w.id AS webhook_id, e.transaction_id, e."offset",
+           row_number() OVER (PARTITION BY w.id ORDER BY e.transaction_id, e."offset") <= coalesce(room.n, $7)
+           AND row_number() OVER (ORDER BY e.transaction_id, e."offset", w.id) <= $8 AS lease
       FROM evs e
       JOIN relay.webhooks w
         ON w.status = 'active'
        AND w.created_at <= e.created_at
-       AND relay.event_matches(w.event, e.event)
-     ORDER BY e.transaction_id, e."offset", w.id
+       AND relay.event_matches(w.event, e.metadata ->> 'event')
+      LEFT JOIN room ON room.webhook_id = w.id
+), ins AS (
+    INSERT INTO relay.deliveries (event_id, webhook_id, next_attempt_at, lease_owner, lease_token, lease_expires_at)
+    SELECT p.event_id, p.webhook_id, now(),
+           CASE WHEN p.lease THEN $3 END,
+           CASE WHEN p.lease THEN gen_random_uuid() END,
+           CASE WHEN p.lease THEN now() + $4::interval END
+      FROM pairs p
+     ORDER BY p.transaction_id, p."offset", p.webhook_id
     ON CONFLICT (event_id, webhook_id) DO NOTHING
-    RETURNING 1
+    RETURNING id, lease_token, event_id, webhook_id, attempts, next_attempt_at
 ), notified AS (
-    SELECT pg_notify('relay_deliveries', '') FROM (SELECT 1 FROM ins LIMIT 1) AS any_new
+    SELECT pg_notify('relay_deliveries', '') FROM (SELECT 1 FROM ins WHERE lease_token IS NULL LIMIT 1) AS unleased
 )
-SELECT e."uuid" FROM evs e, (SELECT count(*) FROM notified) AS n`
+SELECT id, lease_token, event_id, attempts, next_attempt_at, webhook_id, target_url, secret,
+       event, body, created_at, stripe_sign, content_version, covered
+  FROM (
+    SELECT 0 AS part, NULL::xid8 AS tx, NULL::bigint AS off,
+           NULL::bigint AS id, NULL::uuid AS lease_token, NULL::uuid AS event_id, 0 AS attempts,
+           NULL::timestamptz AS next_attempt_at, NULL::text AS webhook_id, NULL::text AS target_url,
+           NULL::text AS secret, NULL::text AS event, NULL::text AS body, NULL::timestamptz AS created_at,
+           false AS stripe_sign, ''::text AS content_version,
+           (SELECT array_agg(e."uuid"::text) FROM evs e) AS covered
+      FROM (SELECT count(*) FROM notified) AS n
+    UNION ALL
+    SELECT 1, e.transaction_id, e."offset",
+           i.id, i.lease_token, i.event_id, i.attempts, i.next_attempt_at,
+           w.id, w.target_url, coalesce(w.secret, ''),
+           e.metadata ->> 'event', e.payload::text, e.created_at,
+           (e.source = 'stripe' AND w.stripe_signature),
+           coalesce(e.metadata ->> 'content_version', ''),
+           NULL
+      FROM ins i
+      JOIN relay.webhooks w ON w.id = i.webhook_id
+      JOIN evs e ON e."uuid"::uuid = i.event_id
+     WHERE i.lease_token IS NOT NULL
+  ) AS out
+ ORDER BY part, tx, off, webhook_id`
 
-// FanOut creates the deliveries of event eventID and of the events after it that tx's
-// snapshot sees, at most limit events, in tx (the outbox subscriber's own transaction,
-// so the deliveries commit with the consumer offset). It returns the events it covered.
-func FanOut(ctx context.Context, tx wsql.ContextExecutor, eventID string, limit int) (map[string]struct{}, error) {
-	rows, err := tx.QueryContext(ctx, fanoutSQL, eventID, limit)
+// FanOutRequest is one fan-out: the batch starting at EventID, and how much of it the
+// caller may lease for itself (as ClaimRequest's room).
+type FanOutRequest struct {
+	EventID     string
+	Events      int // at most this many events
+	Owner       string
+	Lease       time.Duration
+	Room        map[string]int
+	DefaultRoom int
+	Limit       int // leases in all
+}
+
+// FanOut creates the deliveries of the events of r (see fanoutSQL) in one statement of
+// its own, committed when it returns, and returns the events it covered and the
+// deliveries it leased to r.Owner, in commit order.
+func FanOut(ctx context.Context, q Querier, r FanOutRequest) (covered map[string]struct{}, leased []Claimed, err error) {
+	ids := make([]string, 0, len(r.Room))
+	room := make([]int32, 0, len(r.Room))
+	for id, n := range r.Room {
+		ids = append(ids, id)
+		room = append(room, int32(max(n, 0)))
+	}
+	rows, err := q.Query(ctx, fanoutSQL, r.EventID, r.Events, r.Owner, r.Lease, ids, room, r.DefaultRoom, max(r.Limit, 0))
 	if err != nil {
-		return nil, fmt.Errorf("fan out event %s: %w", eventID, err)
+		return nil, nil, fmt.Errorf("fan out event %s: %w", r.EventID, err)
 	}
-	covered := make(map[string]struct{}, limit)
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			_ = rows.Close()
-			return nil, fmt.Errorf("fan out event %s: %w", eventID, err)
+	first := true
+	var events []string
+	leased, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claimed, error) {
+		var c Claimed
+		var id *int64
+		var token, event, body, target, secret, webhook *string
+		var due, committed *time.Time
+		var eventID *string
+		var rowEvents []string // set in the first row only
+		err := row.Scan(&id, &token, &eventID, &c.Attempts, &due, &webhook, &target, &secret,
+			&event, &body, &committed, &c.StripeSign, &c.ContentVersion, &rowEvents)
+		if err != nil || first {
+			first, events = false, rowEvents
+			return c, err
 		}
-		covered[id] = struct{}{}
+		c.ID, c.Token, c.EventID, c.DueAt = *id, *token, *eventID, *due
+		c.WebhookID, c.TargetURL, c.Secret, c.Event, c.Body, c.CommittedAt = *webhook, *target, *secret, *event, []byte(*body), *committed
+		return c, nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("fan out event %s: %w", r.EventID, err)
 	}
-	closeErr := rows.Close()
-	// watermill-sql's Rows has no Err, but pgx reports a failed query only there.
-	if r, ok := rows.(interface{ Err() error }); ok && closeErr == nil {
-		closeErr = r.Err()
+	if len(leased) > 0 {
+		leased = leased[1:] // the first row is the list of events covered
 	}
-	if closeErr != nil {
-		return nil, fmt.Errorf("fan out event %s: %w", eventID, closeErr)
+	covered = make(map[string]struct{}, len(events))
+	for _, e := range events {
+		covered[e] = struct{}{}
 	}
-	if _, ok := covered[eventID]; !ok {
-		return nil, fmt.Errorf("fan out event %s: not visible to the subscriber's transaction", eventID)
+	if _, ok := covered[r.EventID]; !ok {
+		return nil, nil, fmt.Errorf("fan out event %s: not yet visible", r.EventID)
 	}
-	return covered, nil
+	return covered, leased, nil
 }
