@@ -55,6 +55,7 @@ func stored(t *testing.T, db *testutil.DB) (ids, names, bodies []string) {
 }
 
 func TestEmitWithPgxTxIsVisibleOnlyAfterCommit(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	tx, err := db.Pool.Begin(ctx)
@@ -82,6 +83,7 @@ func TestEmitWithPgxTxIsVisibleOnlyAfterCommit(t *testing.T) {
 }
 
 func TestEmitBatchWritesAllInOrderOrNone(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	events := []outbox.Event{
@@ -116,6 +118,7 @@ func TestEmitBatchWritesAllInOrderOrNone(t *testing.T) {
 }
 
 func TestEmitWithDatabaseSQLTx(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	sqlDB, err := sql.Open("pgx", db.URL)
@@ -167,6 +170,7 @@ func TestEmitWithDatabaseSQLTx(t *testing.T) {
 }
 
 func TestEmitRejectsBadInputClearly(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
@@ -189,6 +193,7 @@ func TestEmitRejectsBadInputClearly(t *testing.T) {
 // TestEmitNeedsOnlyExecuteOnRelayEmit: a CMS's database role needs USAGE on the schema
 // and EXECUTE on relay.emit, nothing on the tables; a role without the grant is refused.
 func TestEmitNeedsOnlyExecuteOnRelayEmit(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	role := "cms_" + strings.ReplaceAll(db.Name, "-", "_")
@@ -233,6 +238,7 @@ func TestEmitNeedsOnlyExecuteOnRelayEmit(t *testing.T) {
 // them as Stripe's for Ghost), no way around relay.emit to the internal writer or the
 // outbox table, so no event can claim a source other than 'emit'.
 func TestCMSRoleCannotCreateStripeEvents(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	role := "cms_" + db.Name
@@ -296,6 +302,7 @@ func TestCMSRoleCannotCreateStripeEvents(t *testing.T) {
 // What the CMS wrote is what receivers get: every writer keeps Data's bytes (key order,
 // spaces, number spellings, unicode escapes), where jsonb would rewrite them.
 func TestEveryWriterKeepsTheBodyByteForByte(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	bodies := []string{

@@ -15,6 +15,7 @@ import (
 func TestMain(m *testing.M) { testutil.Main(m) }
 
 func TestConcurrentMigrationsOnAnEmptyDatabaseAllSucceedOnce(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewEmptyDB(t)
 	ctx := context.Background()
 	sqlDB := stdlib.OpenDBFromPool(db.Pool)

@@ -14,6 +14,7 @@ import (
 // relay.emit can emit with an untyped literal (now the text form), Stripe's events keep
 // their source and Ghost's stripe.* webhooks keep getting Stripe's signature.
 func TestUpgradeToEventSourcesKeepsCMSRolesStripeEventsAndGhostsWebhook(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewEmptyDB(t)
 	ctx := context.Background()
 	if _, err := schema.UpTo(ctx, db.URL, 3); err != nil {

@@ -20,6 +20,7 @@ import (
 func TestMain(m *testing.M) { testutil.Main(m) }
 
 func TestNewDBIsolatedAndMigrated(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	a, b := testutil.NewDB(t), testutil.NewDB(t)
 	if a.URL == b.URL || a.Name == b.Name {
@@ -60,6 +61,7 @@ func TestNewDBIsolatedAndMigrated(t *testing.T) {
 }
 
 func TestNewDBDroppedOnCleanup(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	var name string
 	// A leaked connection must not stop the drop.
@@ -85,6 +87,7 @@ func TestNewDBDroppedOnCleanup(t *testing.T) {
 }
 
 func TestNewDBParallel(t *testing.T) {
+	t.Parallel()
 	for i := 0; i < 4; i++ {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			t.Parallel()
@@ -97,6 +100,7 @@ func TestNewDBParallel(t *testing.T) {
 }
 
 func TestCluster(t *testing.T) {
+	t.Parallel()
 	srv := testutil.Cluster(t)
 	if srv != testutil.Cluster(t) {
 		t.Error("Cluster returned two different servers in one process")
@@ -109,6 +113,7 @@ func TestCluster(t *testing.T) {
 }
 
 func TestNewClusterRestart(t *testing.T) {
+	// Not parallel: it restarts a PostgreSQL cluster.
 	ctx := context.Background()
 	srv := testutil.NewCluster(t)
 	if srv.Port() == testutil.Cluster(t).Port() {
@@ -125,6 +130,7 @@ func TestNewClusterRestart(t *testing.T) {
 }
 
 func TestReceiverRecords(t *testing.T) {
+	t.Parallel()
 	rc := testutil.NewReceiver(t, nil)
 	for i := 0; i < 3; i++ {
 		id := "msg_a"
@@ -166,6 +172,7 @@ func TestReceiverRecords(t *testing.T) {
 }
 
 func TestReceiverRespondAndConcurrency(t *testing.T) {
+	t.Parallel()
 	var calls atomic.Int32
 	rc := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
 		calls.Add(1)
@@ -214,6 +221,7 @@ func TestReceiverRespondAndConcurrency(t *testing.T) {
 
 // A respond func that hangs like a dead endpoint must not block the test's cleanup.
 func TestReceiverHungRespondDoesNotBlockCleanup(t *testing.T) {
+	t.Parallel()
 	done := make(chan struct{})
 	t.Run("inner", func(t *testing.T) {
 		rc := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
@@ -236,6 +244,7 @@ func TestReceiverHungRespondDoesNotBlockCleanup(t *testing.T) {
 }
 
 func TestEventually(t *testing.T) {
+	t.Parallel()
 	start := time.Now()
 	testutil.Eventually(t, time.Second, func() bool { return time.Since(start) > 30*time.Millisecond }, "never %s", "true")
 

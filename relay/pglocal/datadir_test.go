@@ -53,6 +53,7 @@ func modeOf(t *testing.T, path string) os.FileMode {
 // symlink to a directory of theirs (or to anything root owns). Start refuses it and
 // neither chmods nor chowns the target.
 func TestStartRefusesASymlinkedDataDir(t *testing.T) {
+	t.Parallel()
 	uid, gid := nobodyIDs(t)
 	base := tempDir(t)
 	target := filepath.Join(base, "target")
@@ -82,6 +83,7 @@ func TestStartRefusesASymlinkedDataDir(t *testing.T) {
 // directory should be (a relative ./.relay in a shared directory, say) is refused, not
 // adopted and handed to the server user.
 func TestStartRefusesADataDirOfAnotherUser(t *testing.T) {
+	t.Parallel()
 	uid, gid := nobodyIDs(t)
 	dataDir := filepath.Join(tempDir(t), "data")
 	if err := os.Mkdir(dataDir, 0o755); err != nil {
@@ -106,6 +108,7 @@ func TestStartRefusesADataDirOfAnotherUser(t *testing.T) {
 // the data directory between our check and our use, so such a parent is refused too,
 // unless it is sticky (like /tmp), where others cannot move what is ours.
 func TestStartRefusesAParentOthersCanWrite(t *testing.T) {
+	t.Parallel()
 	uid, gid := nobodyIDs(t)
 	base := tempDir(t)
 	for _, tc := range []struct {
@@ -156,6 +159,7 @@ func TestStartRefusesAParentOthersCanWrite(t *testing.T) {
 // the server user, who could replace a file the relay rewrites with a symlink to a file
 // of root's. The rewrite replaces the symlink; the target is untouched.
 func TestSymlinksPlantedInTheDataDirAreNotFollowed(t *testing.T) {
+	// Not parallel: it stops and restarts its cluster.
 	if os.Geteuid() != 0 {
 		t.Skip("only root writes into a directory of another user")
 	}
@@ -204,6 +208,7 @@ func TestSymlinksPlantedInTheDataDirAreNotFollowed(t *testing.T) {
 // TestRootKeepsItsPasswordFilesWhenTheDirIsHandedOver: a data directory found with the
 // wrong owner is handed to the server user again, all but the password files.
 func TestRootKeepsItsPasswordFilesWhenTheDirIsHandedOver(t *testing.T) {
+	// Not parallel: it stops and restarts its cluster.
 	if os.Geteuid() != 0 {
 		t.Skip("only root hands the data directory to another user")
 	}

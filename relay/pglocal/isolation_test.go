@@ -95,6 +95,7 @@ func runProbe(spec string) int {
 // only its owner. Another OS user (nobody) tries TCP without a password, with its own
 // name, and the Unix socket, and tries to read the password files; every attempt fails.
 func TestOtherLocalUsersCannotGetIn(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run the probe as another OS user")
 	}
@@ -217,6 +218,7 @@ func copyFile(t *testing.T, from, to string, perm os.FileMode) {
 // TestOwnerRoleIsNotASuperuser: the relay connects as a role that owns its database and
 // can migrate it, but is no superuser, so it cannot run programs on the server.
 func TestOwnerRoleIsNotASuperuser(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(tempDir(t), "data"), Fast: true, Stdout: os.Stderr})
@@ -296,6 +298,7 @@ func oldTrustCluster(t *testing.T, ctx context.Context) string {
 // place, stopped or running: afterwards nothing gets in without a password, the superuser
 // has one, and the relay's role owns the existing schema and can migrate and use it.
 func TestOldTrustClusterIsUpgraded(t *testing.T) {
+	// Not parallel: it starts a cluster with pg_ctl and restarts it through the upgrade.
 	for _, running := range []bool{false, true} {
 		t.Run(fmt.Sprintf("running=%v", running), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -384,6 +387,7 @@ func pidFilePort(t *testing.T, dataDir string) int {
 // TestOwnerURLConcurrently: relays and CLI commands starting together on a new data
 // directory each ask for the owner's URL; every URL they get must work.
 func TestOwnerURLConcurrently(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: filepath.Join(tempDir(t), "data"), Fast: true, Stdout: os.Stderr})

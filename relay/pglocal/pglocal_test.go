@@ -55,6 +55,7 @@ func exec(t *testing.T, ctx context.Context, url, sql string) {
 }
 
 func TestFindBinDir(t *testing.T) {
+	// Not parallel: it sets PG_BINDIR (t.Setenv).
 	dir, err := pglocal.FindBinDir()
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +75,7 @@ func TestFindBinDir(t *testing.T) {
 // TestLifecycle walks one cluster through everything relay and the fault tests do with it;
 // one cluster keeps the test fast, since initdb dominates the cost.
 func TestLifecycle(t *testing.T) {
+	// Not parallel: it kills and restarts its cluster.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dataDir := filepath.Join(tempDir(t), "data")
@@ -186,6 +188,7 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestStartRejectsForeignDir(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dataDir := filepath.Join(tempDir(t), "data")
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
@@ -201,6 +204,7 @@ func TestStartRejectsForeignDir(t *testing.T) {
 }
 
 func TestStartAsRootNeedsTraversableParent(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("only root hands the server to another user")
 	}
@@ -215,6 +219,7 @@ func TestStartAsRootNeedsTraversableParent(t *testing.T) {
 }
 
 func TestStartRejectsBadSetting(t *testing.T) {
+	t.Parallel()
 	_, err := pglocal.Start(context.Background(), pglocal.Options{
 		DataDir:  filepath.Join(tempDir(t), "data"),
 		Settings: map[string]string{"port = 1\nfsync": "off"},

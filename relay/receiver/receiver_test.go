@@ -89,6 +89,7 @@ func serve(h http.Handler, req *http.Request) int {
 }
 
 func TestReceiverAcceptsOnlyValidSignatures(t *testing.T) {
+	t.Parallel()
 	secret, err := webhook.GenerateSecret()
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +157,7 @@ func TestReceiverAcceptsOnlyValidSignatures(t *testing.T) {
 }
 
 func TestReceiverWithoutSecretLogsUnverified(t *testing.T) {
+	t.Parallel()
 	logs := &logLines{}
 	h := &receiver.Handler{Log: zerolog.New(logs)}
 	body := []byte(`{"object":"event","type":"customer.created","data":{}}`)
@@ -173,6 +175,7 @@ func TestReceiverWithoutSecretLogsUnverified(t *testing.T) {
 // The relay's real deliveries verify: a webhook whose secret the receiver shares
 // succeeds with 204; one signed with another secret is refused and retried.
 func TestRelayDeliveriesVerifyAtTheReceiver(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	secret, err := webhook.GenerateSecret()
 	if err != nil {

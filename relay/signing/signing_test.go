@@ -44,6 +44,7 @@ func standardHeaders(prefix, msgID string, ts time.Time, sig string) http.Header
 // The published Standard Webhooks / Svix test vector, so a bug shared by our
 // code and the libraries below would still be caught.
 func TestStandardSignatureKnownAnswer(t *testing.T) {
+	t.Parallel()
 	got, err := signing.StandardSignature("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
 		"msg_p5jXN8AQM9LWM0D4loKWxJek", time.Unix(1614265330, 0), []byte(`{"test": 2432232314}`))
 	if err != nil {
@@ -56,6 +57,7 @@ func TestStandardSignatureKnownAnswer(t *testing.T) {
 }
 
 func TestStandardSignatureVerifiesWithReferenceLibraries(t *testing.T) {
+	t.Parallel()
 	secret := randomWhsec(t)
 	body := []byte(`{"event":"post.published","post":{"id":"1","title":"héllo"}}`)
 	msgID := "msg_2abc"
@@ -86,6 +88,7 @@ func TestStandardSignatureVerifiesWithReferenceLibraries(t *testing.T) {
 }
 
 func TestStandardSignatureRawSecret(t *testing.T) {
+	t.Parallel()
 	const secret = "not-a-whsec-secret"
 	body := []byte(`{"a":1}`)
 	ts := time.Unix(1700000000, 0)
@@ -114,6 +117,7 @@ func TestStandardSignatureRawSecret(t *testing.T) {
 }
 
 func TestSecretKey(t *testing.T) {
+	t.Parallel()
 	key, err := signing.SecretKey("whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef")))
 	if err != nil || string(key) != "0123456789abcdef" {
 		t.Fatalf("SecretKey(whsec_...) = %q, %v", key, err)
@@ -140,6 +144,7 @@ func TestSecretKey(t *testing.T) {
 }
 
 func TestGhostSignature(t *testing.T) {
+	t.Parallel()
 	const secret = "ghost-secret"
 	body := []byte(`{"type":"post.published"}`)
 	ts := time.UnixMilli(1700000000123)
@@ -164,6 +169,7 @@ func TestGhostSignature(t *testing.T) {
 }
 
 func TestStripeSignatureKnownAnswer(t *testing.T) {
+	t.Parallel()
 	// printf '%s' '1700000000.{"id":"evt_1"}' | openssl dgst -sha256 -hmac whsec_test_secret
 	got := signing.StripeSignature("whsec_test_secret", time.Unix(1700000000, 0), []byte(`{"id":"evt_1"}`))
 	const want = "t=1700000000,v1=248a374f50f943a28b0f6ab50faf9a7e7e29b710fa26df9fb1618b9bf8ea9c9a"
@@ -173,6 +179,7 @@ func TestStripeSignatureKnownAnswer(t *testing.T) {
 }
 
 func TestVerifyStripeAcceptsStripeGoHeader(t *testing.T) {
+	t.Parallel()
 	secret := randomWhsec(t)
 	now := time.Now()
 	signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{
@@ -186,6 +193,7 @@ func TestVerifyStripeAcceptsStripeGoHeader(t *testing.T) {
 }
 
 func TestStripeSignatureAcceptedByStripeGo(t *testing.T) {
+	t.Parallel()
 	secret := randomWhsec(t)
 	header := signing.StripeSignature(secret, time.Now(), []byte(stripeEventBody))
 	ev, err := webhook.ConstructEventWithOptions([]byte(stripeEventBody), header, secret,
@@ -199,6 +207,7 @@ func TestStripeSignatureAcceptedByStripeGo(t *testing.T) {
 }
 
 func TestVerifyStripe(t *testing.T) {
+	t.Parallel()
 	const secret = "whsec_stripe_test"
 	body := []byte(stripeEventBody)
 	now := time.Unix(1_750_000_000, 0)
@@ -278,6 +287,7 @@ func TestVerifyStripe(t *testing.T) {
 }
 
 func TestVerifyStripeDefaultTolerance(t *testing.T) {
+	t.Parallel()
 	now := time.Unix(1_750_000_000, 0)
 	h := signing.StripeSignature("s", now, nil)
 	if err := signing.VerifyStripe(h, nil, "s", 0, now.Add(signing.DefaultStripeTolerance)); err != nil {

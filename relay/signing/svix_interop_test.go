@@ -12,6 +12,7 @@ import (
 )
 
 func TestStandardSignatureVerifiesWithSvix(t *testing.T) {
+	t.Parallel()
 	secret := randomWhsec(t)
 	body := []byte(`{"event":"post.published","post":{"id":"1","title":"héllo"}}`)
 	msgID := "msg_2abc"

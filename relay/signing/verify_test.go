@@ -14,6 +14,7 @@ import (
 // The published Standard Webhooks test vector verifies, at its own time and not five
 // minutes and one second later.
 func TestVerifyStandardKnownAnswer(t *testing.T) {
+	t.Parallel()
 	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	body := []byte(`{"test": 2432232314}`)
 	at := time.Unix(1614265330, 0)
@@ -29,6 +30,7 @@ func TestVerifyStandardKnownAnswer(t *testing.T) {
 
 // What the reference library signs, we accept; whatever is tampered with, we refuse.
 func TestVerifyStandardAcceptsReferenceLibrarySignatures(t *testing.T) {
+	t.Parallel()
 	secret := randomWhsec(t)
 	wh, err := standardwebhooks.NewWebhook(secret)
 	if err != nil {
@@ -66,6 +68,7 @@ func TestVerifyStandardAcceptsReferenceLibrarySignatures(t *testing.T) {
 }
 
 func TestVerifyGhost(t *testing.T) {
+	t.Parallel()
 	const secret = "whsec_dGhlIGdob3N0IHNlY3JldA==" // Ghost keys with these bytes as they are
 	body := []byte(`{"post":{"current":{"id":"1"}}}`)
 	now := time.UnixMilli(1751000000123)

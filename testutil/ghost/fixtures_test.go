@@ -19,6 +19,8 @@ const EnvUpdateFixtures = "RELAY_GHOST_UPDATE_FIXTURES"
 // The fixture file says what Ghost answers; this replays every case against the real
 // Ghost and compares status and body byte for byte (error ids aside).
 func TestAdminErrorFixtures(t *testing.T) {
+	// Not parallel: it adds webhooks to the shared site, which fire for everyone's posts,
+	// and compares answers that depend on the site's webhooks.
 	fx, err := ghost.LoadAdminFixtures()
 	if err != nil {
 		t.Fatal(err)

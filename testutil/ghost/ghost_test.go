@@ -24,6 +24,8 @@ func TestMain(m *testing.M) { testutil.Main(m, ghost.StopShared) }
 // Ghost itself, unmodified, signs and sends a post.published webhook that the project's
 // Ghost verifier accepts, and sends it exactly once.
 func TestWebhookFromRealGhost(t *testing.T) {
+	// Not parallel: it adds a webhook to the shared site and publishes a post there, and
+	// the shared site's webhooks fire for everyone's posts.
 	site := ghost.Shared(t)
 	key := site.AdminKey()
 	rc := testutil.NewReceiver(t, nil)
@@ -76,6 +78,7 @@ func TestWebhookFromRealGhost(t *testing.T) {
 // settings (WEBHOOK_SECRET turns Ghost's Stripe endpoint on); the cleanup stops the
 // process and removes its directory.
 func TestStartRestartCleanup(t *testing.T) {
+	t.Parallel() // a site of its own
 	var pid int
 	var dir string
 	t.Run("site", func(t *testing.T) {
@@ -144,6 +147,7 @@ func stripePost(t *testing.T, site *ghost.Site, whsec string, body []byte) int {
 // Ghost's Admin API takes the client's tokens: the audience Ghost's own client uses, and
 // refuses a token signed with another secret.
 func TestAdminToken(t *testing.T) {
+	t.Parallel()
 	site := ghost.Shared(t)
 	key := site.AdminKey()
 	ctx := context.Background()
@@ -161,6 +165,7 @@ func TestAdminToken(t *testing.T) {
 // Test binaries call Install at once: all get the same finished install, and it runs the
 // Node that Ghost 6.65 needs.
 func TestInstallConcurrent(t *testing.T) {
+	t.Parallel()
 	homes := make(chan ghost.Home, 4)
 	errs := make(chan error, 4)
 	for range 4 {
@@ -194,6 +199,7 @@ func TestInstallConcurrent(t *testing.T) {
 // Production mode delivers to a loopback receiver when allowed to, through the other
 // HTTP client Ghost then uses (its User-Agent names the version).
 func TestProductionDelivers(t *testing.T) {
+	t.Parallel()
 	site := ghost.Start(t, ghost.Options{Production: true, Env: map[string]string{"security__allowWebhookInternalIPs": "true"}})
 	key := site.Setup(t)
 	rc := testutil.NewReceiver(t, nil)

@@ -14,6 +14,7 @@ import (
 )
 
 func TestDefaultDir(t *testing.T) {
+	// Not parallel: t.Setenv.
 	t.Setenv(EnvHome, "/opt/ghost-here")
 	t.Setenv("XDG_CACHE_HOME", "/xdg")
 	if d, _ := DefaultDir(); d != "/opt/ghost-here" {
@@ -32,6 +33,7 @@ func TestDefaultDir(t *testing.T) {
 
 // The 1.1 GB install never lands in the source tree.
 func TestInstallRefusesTheRepo(t *testing.T) {
+	t.Parallel()
 	wd, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +51,7 @@ func TestInstallRefusesTheRepo(t *testing.T) {
 // process as across processes), honours the waiter's context, and is free again after
 // unlock.
 func TestLock(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "x.lock")
 	unlock, err := lock(context.Background(), path)
 	if err != nil {
@@ -67,6 +70,8 @@ func TestLock(t *testing.T) {
 		}
 		got <- err
 	}()
+	// Proving that the waiter does not get the lock takes a bounded wait: it tries at
+	// once and then every 250 ms, so 300 ms covers its first try and one retry.
 	time.Sleep(300 * time.Millisecond)
 	select {
 	case err := <-got:
@@ -119,6 +124,7 @@ func tgz(t *testing.T, entries map[string]string, link string) string {
 // --strip-components=1, but nothing may be written outside the target, and links are
 // not created.
 func TestUnpack(t *testing.T) {
+	t.Parallel()
 	dst := t.TempDir()
 	if err := unpack(tgz(t, map[string]string{"package/index.js": "x", "package/core/a.js": "y"}, "/etc/passwd"), dst); err != nil {
 		t.Fatal(err)
@@ -146,6 +152,7 @@ func TestUnpack(t *testing.T) {
 // A failing install says why, with the end of its log, and leaves nothing that a later
 // Install would take for finished. npm really runs, against a registry that refuses.
 func TestInstallFailureReportsLogTail(t *testing.T) {
+	// Not parallel: t.Setenv.
 	dir := filepath.Join(t.TempDir(), "ghost")
 	t.Setenv("npm_config_registry", "http://127.0.0.1:9/")
 	t.Setenv("npm_config_cache", t.TempDir()) // nothing cached to fall back on

@@ -15,6 +15,7 @@ import (
 func TestMain(m *testing.M) { testutil.Main(m) }
 
 func TestSecretComesBackOnlyForItsActiveKeyAndItsKEK(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	kek := bytes.Repeat([]byte{0x42}, 32)
@@ -76,6 +77,7 @@ func TestSecretComesBackOnlyForItsActiveKeyAndItsKEK(t *testing.T) {
 // TestEachKeyIsCreatedWithAnIntegrationOfItsOwn: as a new custom integration in Ghost,
 // with a slug of its name that no other integration has.
 func TestEachKeyIsCreatedWithAnIntegrationOfItsOwn(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	st, _ := apikey.NewStore(db.Pool, nil)

@@ -14,6 +14,7 @@ import (
 // per key, each key's webhooks belonging to it, and the CLI's and body-chosen ones the
 // operator's.
 func TestKeysAndTheirWebhooksSurviveTheIntegrationsMigration(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewEmptyDB(t)
 	ctx := context.Background()
 	if _, err := schema.UpTo(ctx, db.URL, 3); err != nil {

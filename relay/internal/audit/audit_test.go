@@ -15,6 +15,7 @@ import (
 func TestMain(m *testing.M) { testutil.Main(m) }
 
 func TestParseTimeTakesInstantsDatesAndDurationsAgo(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2024, 5, 10, 12, 0, 0, 0, time.UTC)
 	for in, want := range map[string]time.Time{
 		"2024-05-01T08:30:00Z":      time.Date(2024, 5, 1, 8, 30, 0, 0, time.UTC),
@@ -40,6 +41,7 @@ func TestParseTimeTakesInstantsDatesAndDurationsAgo(t *testing.T) {
 // with events, deliveries and attempts, so the documented queries cannot rot when the
 // schema changes. psql variables (:'name') become parameters.
 func TestDocumentedQueriesRun(t *testing.T) {
+	t.Parallel()
 	readme, err := os.ReadFile("../../../README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +108,7 @@ func TestDocumentedQueriesRun(t *testing.T) {
 
 // Events and deliveries can be listed by who created them.
 func TestListFiltersBySource(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	for _, q := range []string{

@@ -136,6 +136,7 @@ func dnsAnswer(q []byte, addr netip.Addr) []byte {
 }
 
 func TestCheckBlockedClasses(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		ip     string
 		reason string // substring of the BlockedError reason; "" = allowed
@@ -218,6 +219,7 @@ func TestCheckBlockedClasses(t *testing.T) {
 }
 
 func TestErrorMessage(t *testing.T) {
+	t.Parallel()
 	err := (*netguard.Policy)(nil).Check("127.0.0.1", netip.MustParseAddr("127.0.0.1"))
 	const want = "netguard: refusing to connect to 127.0.0.1 (loopback); add it to RELAY_ALLOWED_TARGETS to allow"
 	if err == nil || err.Error() != want {
@@ -236,6 +238,7 @@ func TestErrorMessage(t *testing.T) {
 // server must see nothing and the error must be a policy refusal or a
 // resolution failure, never a connection.
 func TestDialRefusesLoopbackSpellings(t *testing.T) {
+	t.Parallel()
 	srv := newCountingServer(t, "tcp4", "127.0.0.1:0")
 	hosts := []string{
 		"127.0.0.1", "localhost", "LOCALHOST.", "[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]",
@@ -273,6 +276,7 @@ func TestDialRefusesLoopbackSpellings(t *testing.T) {
 // The check runs on the address the name resolved to, so a harmless-looking
 // name that resolves to the metadata service is refused.
 func TestDialRefusesNameResolvingToMetadata(t *testing.T) {
+	t.Parallel()
 	r := fakeResolver(t, netip.MustParseAddr("169.254.169.254"))
 	c := guardedClient(nil, &net.Dialer{Resolver: r, Timeout: 2 * time.Second})
 	err := get(c, "http://hooks.innocent.example/latest/meta-data/")
@@ -289,6 +293,7 @@ func TestDialRefusesNameResolvingToMetadata(t *testing.T) {
 }
 
 func TestDialRefusesNAT64NameViaDNS(t *testing.T) {
+	t.Parallel()
 	srv := newCountingServer(t, "tcp4", "127.0.0.1:0")
 	r := fakeResolver(t, netip.MustParseAddr("64:ff9b::7f00:1"))
 	c := guardedClient(nil, &net.Dialer{Resolver: r, Timeout: 2 * time.Second})
@@ -302,6 +307,7 @@ func TestDialRefusesNAT64NameViaDNS(t *testing.T) {
 }
 
 func TestAllowlistLetsThroughExactlyWhatItNames(t *testing.T) {
+	t.Parallel()
 	srv := newCountingServer(t, "tcp4", "127.0.0.1:0")
 
 	t.Run("cidr", func(t *testing.T) {
@@ -412,6 +418,7 @@ func TestAllowlistLetsThroughExactlyWhatItNames(t *testing.T) {
 }
 
 func TestDialContextKeepsExistingControl(t *testing.T) {
+	t.Parallel()
 	srv := newCountingServer(t, "tcp4", "127.0.0.1:0")
 	p, err := netguard.ParseAllowlist("127.0.0.0/8")
 	if err != nil {
@@ -438,6 +445,7 @@ func TestDialContextKeepsExistingControl(t *testing.T) {
 }
 
 func TestDialContextRefusesNonTCP(t *testing.T) {
+	t.Parallel()
 	dial := (*netguard.Policy)(nil).DialContext(nil)
 	for _, network := range []string{"unix", "udp", "ip4:icmp"} {
 		conn, err := dial(context.Background(), network, "127.0.0.1:53")
@@ -451,6 +459,7 @@ func TestDialContextRefusesNonTCP(t *testing.T) {
 }
 
 func TestParseAllowlist(t *testing.T) {
+	t.Parallel()
 	valid := []struct {
 		in, want string
 	}{

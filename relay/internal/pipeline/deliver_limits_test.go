@@ -18,6 +18,7 @@ import (
 // can neither make an attempt take megabytes of headers nor park megabytes of body in
 // the client's flow-control buffers before the relay reads it.
 func TestDeliveryClientCapsHTTP2Responses(t *testing.T) {
+	t.Parallel()
 	var pushed atomic.Int64
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor != 2 {
@@ -79,6 +80,9 @@ func TestDeliveryClientCapsHTTP2Responses(t *testing.T) {
 	if resp.ProtoMajor != 2 {
 		t.Fatalf("proto %s, want HTTP/2", resp.Proto)
 	}
+	// That the server is stuck for good cannot be observed, only that it has not moved
+	// for a while: it writes as fast as flow control lets it, so 100 ms without growth
+	// means it is blocked, not slow. (A pause under load only makes last smaller.)
 	last := int64(-1)
 	for i := 0; i < 100 && pushed.Load() != last; i++ { // until it stops growing
 		last = pushed.Load()

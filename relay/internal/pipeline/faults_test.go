@@ -25,6 +25,7 @@ func gaps(reqs []testutil.Received) []time.Duration {
 }
 
 func TestFailingTwiceThenOKSucceedsOnThirdAttemptOnSchedule(t *testing.T) {
+	// Not parallel: it times the gaps between attempts, which other tests' load would stretch.
 	db := testutil.NewDB(t)
 	var n atomic.Int32
 	rc := testutil.NewReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
@@ -37,7 +38,7 @@ func TestFailingTwiceThenOKSucceedsOnThirdAttemptOnSchedule(t *testing.T) {
 	wh := addWebhook(t, db, "post.added", rc.URL(), "")
 	cfg := testConfig(t)
 	cfg.Retry = pipeline.RetryPolicy{Schedule: []time.Duration{300 * time.Millisecond, 600 * time.Millisecond, time.Hour}}
-	startRelay(t, db, cfg)
+	_, stop := runRelay(t, db, cfg)
 	id := emit(t, db, "post.added", map[string]any{"post": map[string]any{"current": map[string]any{}}})
 
 	reqs := rc.WaitFor(t, 3, 15*time.Second)
@@ -64,31 +65,33 @@ func TestFailingTwiceThenOKSucceedsOnThirdAttemptOnSchedule(t *testing.T) {
 	if codes != "502,502,200" {
 		t.Errorf("attempt status codes = %s, want 502,502,200", codes)
 	}
-	time.Sleep(300 * time.Millisecond)
+	settle(t, db, stop)
 	if rc.Count() != 3 {
 		t.Errorf("receiver got %d requests after success, want 3", rc.Count())
 	}
 }
 
 func TestExhaustedScheduleLeavesDeliveryFailed(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	rc := testutil.NewReceiver(t, status(http.StatusInternalServerError))
 	wh := addWebhook(t, db, "tag.added", rc.URL(), "")
 	cfg := testConfig(t)
 	cfg.Retry = pipeline.RetryPolicy{Schedule: []time.Duration{100 * time.Millisecond}}
-	startRelay(t, db, cfg)
+	_, stop := runRelay(t, db, cfg)
 	emit(t, db, "tag.added", map[string]any{"tag": map[string]any{"current": map[string]any{"slug": "x"}}})
 	rc.WaitFor(t, 2, 10*time.Second)
 	testutil.Eventually(t, 5*time.Second, func() bool {
 		return queryInt(t, db, `SELECT count(*) FROM relay.deliveries WHERE webhook_id = $1 AND status = 'failed' AND attempts = 2 AND next_attempt_at IS NULL`, wh.ID) == 1
 	}, "delivery did not end failed after 2 attempts")
-	time.Sleep(400 * time.Millisecond)
+	settle(t, db, stop)
 	if rc.Count() != 2 {
 		t.Errorf("receiver got %d requests, want 2", rc.Count())
 	}
 }
 
 func TestGoneDisablesWebhookAndCancelsItsPendingDeliveries(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	gone, release := heldGoneReceiver(t)
 	healthy := testutil.NewReceiver(t, nil)
@@ -96,7 +99,7 @@ func TestGoneDisablesWebhookAndCancelsItsPendingDeliveries(t *testing.T) {
 	addWebhook(t, db, "post.edited", healthy.URL(), "")
 	cfg := testConfig(t)
 	cfg.WebhookConcurrency = 1
-	startRelay(t, db, cfg)
+	_, stop := runRelay(t, db, cfg)
 	for i := range 5 {
 		emit(t, db, "post.edited", map[string]any{"n": i})
 	}
@@ -112,7 +115,7 @@ func TestGoneDisablesWebhookAndCancelsItsPendingDeliveries(t *testing.T) {
 	}, "pending deliveries of the gone webhook not cancelled")
 	emit(t, db, "post.edited", map[string]any{"after": true})
 	healthy.WaitFor(t, 6, 10*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	settle(t, db, stop)
 	if gone.Count() != 1 {
 		t.Errorf("disabled webhook got %d requests, want 1", gone.Count())
 	}
@@ -122,6 +125,7 @@ func TestGoneDisablesWebhookAndCancelsItsPendingDeliveries(t *testing.T) {
 }
 
 func TestRetryAfterOn429IsHonoured(t *testing.T) {
+	// Not parallel: it times the gap before the retry.
 	db := testutil.NewDB(t)
 	var n atomic.Int32
 	rc := testutil.NewReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
@@ -145,6 +149,7 @@ func TestRetryAfterOn429IsHonoured(t *testing.T) {
 }
 
 func TestTimeoutIsAFailedAttemptRecordedAsGhostWouldRecordIt(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	hang := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
 		<-r.Context().Done()
@@ -219,6 +224,7 @@ func deref(s *string) string {
 // Ghost follows 301, 302, 307 and 308 and re-sends the POST with its body; so does the
 // relay, with the same signatures, recording where the request ended up.
 func TestRedirectsAreFollowedWithMethodBodyAndSignatures(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	final := testutil.NewReceiver(t, nil)
 	var hops []string
@@ -255,6 +261,7 @@ func TestRedirectsAreFollowedWithMethodBodyAndSignatures(t *testing.T) {
 
 // Every hop dials through the SSRF guard; an endless chain ends after five redirects.
 func TestRedirectsToRefusedAddressesOrWithoutEndFailTheAttempt(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	metadata := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
 		http.Redirect(w, r, "http://169.254.169.254/latest/meta-data/", http.StatusTemporaryRedirect)
@@ -288,6 +295,7 @@ func TestRedirectsToRefusedAddressesOrWithoutEndFailTheAttempt(t *testing.T) {
 }
 
 func TestPerWebhookConcurrencyIsBounded(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	var inFlight, peak atomic.Int32
 	rc := testutil.NewReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
@@ -315,6 +323,7 @@ func TestPerWebhookConcurrencyIsBounded(t *testing.T) {
 }
 
 func TestContinuouslyFailingWebhookIsDisabled(t *testing.T) {
+	// Not parallel: the disable (after 1s of failing) must beat the end of a 2.4s schedule.
 	db := testutil.NewDB(t)
 	rc := testutil.NewReceiver(t, status(http.StatusServiceUnavailable))
 	wh := addWebhook(t, db, "site.changed", rc.URL(), "")
@@ -338,6 +347,7 @@ func TestContinuouslyFailingWebhookIsDisabled(t *testing.T) {
 // compares the p99s. The two setups (each its own database and relay) run side by side
 // with their events interleaved, so that whatever else loads the machine loads both.
 func TestHangingReceiverDoesNotDelayOthers(t *testing.T) {
+	// Not parallel: it compares latencies, which other tests' load would blur.
 	const events = 400
 	type setup struct {
 		db      *testutil.DB
@@ -399,6 +409,7 @@ func TestHangingReceiverDoesNotDelayOthers(t *testing.T) {
 }
 
 func TestRefusedTargetIsARecordedFailedAttempt(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	rc := testutil.NewReceiver(t, nil)
 	wh := addWebhook(t, db, "post.added", rc.URL(), "")

@@ -17,6 +17,7 @@ import (
 // recorder, housekeeping, the router and its subscribers, the delivery HTTP client's
 // connections, and everything a retry or a 410 started.
 func TestRunLeavesNoGoroutineBehind(t *testing.T) {
+	// Not parallel: goleak sees every goroutine of the process, other tests' too.
 	db := testutil.NewDB(t)
 	ok := testutil.NewReceiver(t, nil)
 	failing := testutil.NewReceiver(t, status(http.StatusInternalServerError))

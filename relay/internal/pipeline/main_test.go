@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -69,6 +70,20 @@ func queryInt(t testing.TB, db *testutil.DB, sql string, args ...any) int {
 
 func status(code int) func(http.ResponseWriter, *http.Request, []byte) {
 	return func(w http.ResponseWriter, _ *http.Request, _ []byte) { w.WriteHeader(code) }
+}
+
+// settle waits until no delivery in db is pending (each one succeeded, failed or was
+// cancelled, so nothing is left to claim or retry) and then stops the relay: stop
+// returns once Run has, and Run first lets every attempt in flight finish. What the receivers have
+// counted by then is all they will ever get, so a test that checks something did not
+// happen (no second delivery, nothing to a disabled webhook) needs no sleep. Call it
+// once every event the test checks has been fanned out (its first request arrived).
+func settle(t testing.TB, db *testutil.DB, stop func()) {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return queryInt(t, db, `SELECT count(*) FROM relay.deliveries WHERE status = 'pending'`) == 0
+	}, "deliveries still pending")
+	stop()
 }
 
 // runRelay is startRelay with an early stop.

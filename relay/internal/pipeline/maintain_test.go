@@ -17,6 +17,7 @@ import (
 // ones go: pending deliveries and events the relay has not read yet stay whatever
 // their age.
 func TestPruneRemovesOnlyFinishedRowsOlderThanRetention(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	ok := testutil.NewReceiver(t, nil)
@@ -124,6 +125,7 @@ func TestPruneRemovesOnlyFinishedRowsOlderThanRetention(t *testing.T) {
 // TestRunningRelayPrunesWhileDelivering: the periodic prune runs inside a relay that
 // keeps delivering, and its short batches never hold a delivery up.
 func TestRunningRelayPrunesWhileDelivering(t *testing.T) {
+	// Not parallel: it bounds each delivery's latency while pruning.
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	rc := testutil.NewReceiver(t, nil)
@@ -157,6 +159,7 @@ func TestRunningRelayPrunesWhileDelivering(t *testing.T) {
 }
 
 func TestPruneKeepsStripeIdsThroughStripesResendWindow(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	if _, err := db.Pool.Exec(ctx, `INSERT INTO relay.stripe_events (id, type, livemode, received_at, raw) VALUES

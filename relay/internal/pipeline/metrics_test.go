@@ -121,6 +121,7 @@ func splitKey(key string) (string, []string) {
 }
 
 func TestMetricsFollowDeliveriesAsTheySucceedAndFail(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ok := testutil.NewReceiver(t, nil)
 	failing := testutil.NewReceiver(t, status(http.StatusInternalServerError))
@@ -177,6 +178,7 @@ func TestMetricsFollowDeliveriesAsTheySucceedAndFail(t *testing.T) {
 }
 
 func TestMetricsCountDisablesAndCancelledDeliveries(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	// 410 on the first request, held until the others are queued behind it (one at a
 	// time to that webhook), so the disable finds them pending and cancels them.
@@ -223,6 +225,7 @@ func TestMetricsCountDisablesAndCancelledDeliveries(t *testing.T) {
 
 // A nil *Metrics is the pipeline without metrics: every method is a no-op.
 func TestNilMetricsAreSafe(t *testing.T) {
+	t.Parallel()
 	var m *metrics.Metrics
 	m.EventRead()
 	m.Attempt("succeeded", time.Second, time.Second)

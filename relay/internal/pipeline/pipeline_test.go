@@ -24,6 +24,7 @@ import (
 )
 
 func TestCommittedEventReachesEveryMatchingWebhookOnce(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	exact := testutil.NewReceiver(t, nil)
 	wildcard := testutil.NewReceiver(t, nil)
@@ -33,7 +34,7 @@ func TestCommittedEventReachesEveryMatchingWebhookOnce(t *testing.T) {
 	addWebhook(t, db, "post.*", wildcard.URL()+"/wild", "")
 	addWebhook(t, db, "*", all.URL()+"/all", "")
 	addWebhook(t, db, "tag.added", other.URL()+"/other", "")
-	startRelay(t, db, testConfig(t))
+	_, stop := runRelay(t, db, testConfig(t))
 
 	data := map[string]any{"post": map[string]any{"current": map[string]any{"id": "p1", "title": "Hello"}, "previous": map[string]any{}}}
 	id := emit(t, db, "post.published", data)
@@ -44,8 +45,8 @@ func TestCommittedEventReachesEveryMatchingWebhookOnce(t *testing.T) {
 			t.Errorf("%s: webhook-id %q, want event id %q", name, got[0].Header.Get("webhook-id"), id)
 		}
 	}
-	// Settle: nothing more may arrive.
-	time.Sleep(300 * time.Millisecond)
+	// Nothing more may arrive: once the relay has settled and stopped, it never will.
+	settle(t, db, stop)
 	for name, rc := range map[string]*testutil.Receiver{"exact": exact, "post.*": wildcard, "*": all} {
 		if n := rc.Count(); n != 1 {
 			t.Errorf("%s received %d requests, want exactly 1", name, n)
@@ -82,10 +83,11 @@ func TestCommittedEventReachesEveryMatchingWebhookOnce(t *testing.T) {
 }
 
 func TestRolledBackEventIsNeverDelivered(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	rc := testutil.NewReceiver(t, nil)
 	addWebhook(t, db, "*", rc.URL(), "")
-	startRelay(t, db, testConfig(t))
+	_, stop := runRelay(t, db, testConfig(t))
 	ctx := context.Background()
 
 	tx, err := db.Pool.Begin(ctx)
@@ -103,7 +105,7 @@ func TestRolledBackEventIsNeverDelivered(t *testing.T) {
 	// relay has read past the point where the rolled-back one would have been.
 	marker := emit(t, db, "post.added", map[string]any{"post": map[string]any{"current": map[string]any{"id": "kept"}}})
 	got := rc.WaitFor(t, 1, 10*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	settle(t, db, stop)
 	if rc.Count() != 1 || got[0].Header.Get("webhook-id") != marker {
 		t.Fatalf("got %d requests (first webhook-id %s), want only the committed event %s", rc.Count(), got[0].Header.Get("webhook-id"), marker)
 	}
@@ -116,6 +118,7 @@ func TestRolledBackEventIsNeverDelivered(t *testing.T) {
 }
 
 func TestUnknownEventNameRaises22023(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	_, err := db.Pool.Exec(ctx, `SELECT relay.emit('post.nonsense', '{}')`)
@@ -148,6 +151,7 @@ func TestUnknownEventNameRaises22023(t *testing.T) {
 }
 
 func TestSignaturesVerifyIndependently(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	rc := testutil.NewReceiver(t, nil)
 	plain := testutil.NewReceiver(t, nil)
@@ -201,6 +205,7 @@ func TestSignaturesVerifyIndependently(t *testing.T) {
 }
 
 func TestFailedAttemptIsRecordedAndSuccessUpdatesWebhook(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	failing := testutil.NewReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
 		w.WriteHeader(http.StatusInternalServerError)
@@ -268,10 +273,11 @@ func TestFailedAttemptIsRecordedAndSuccessUpdatesWebhook(t *testing.T) {
 // case: transactions that start in one order and commit in another. watermill-sql only
 // reads below the oldest open transaction, so none may be skipped.
 func TestConcurrentWritersWithOverlappingTransactionsLoseNothing(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	rc := testutil.NewReceiver(t, nil)
 	addWebhook(t, db, "post.*", rc.URL(), "")
-	startRelay(t, db, testConfig(t))
+	_, stop := runRelay(t, db, testConfig(t))
 
 	const writers, perWriter = 8, 125
 	ctx := context.Background()
@@ -320,7 +326,7 @@ func TestConcurrentWritersWithOverlappingTransactionsLoseNothing(t *testing.T) {
 		t.Fatalf("emitted %d distinct ids, want %d", len(want), writers*perWriter)
 	}
 	rc.WaitFor(t, len(want), 60*time.Second)
-	time.Sleep(500 * time.Millisecond)
+	settle(t, db, stop) // so that a duplicate still on its way is counted
 	got := rc.ByWebhookID()
 	var missing, doubled, unknown int
 	for id := range want {

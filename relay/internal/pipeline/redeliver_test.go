@@ -14,6 +14,7 @@ import (
 )
 
 func TestRedeliveredFailedDeliverySucceedsAndKeepsBothAttempts(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	var calls atomic.Int32
 	rc := testutil.NewReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
@@ -73,6 +74,7 @@ func TestRedeliveredFailedDeliverySucceedsAndKeepsBothAttempts(t *testing.T) {
 }
 
 func TestRedeliverByWebhookSinceTakesOnlyItsFailedDeliveries(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	a := addWebhook(t, db, "post.*", "https://a.example.com/", "")

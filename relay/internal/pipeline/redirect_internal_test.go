@@ -8,6 +8,7 @@ import (
 )
 
 func TestRedirectTargetRefusesWhatWouldLeakOrGoNowhere(t *testing.T) {
+	t.Parallel()
 	from, _ := url.Parse("https://hooks.example/in?token=abc")
 	for _, tc := range []struct {
 		code     int

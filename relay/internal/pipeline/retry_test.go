@@ -9,6 +9,7 @@ import (
 )
 
 func TestDefaultRetryScheduleIsSvixsAndJitterStaysWithin20Percent(t *testing.T) {
+	t.Parallel()
 	got, err := pipeline.ParseRetrySchedule("5s,5m,30m,2h,5h,10h,10h")
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +40,7 @@ func TestDefaultRetryScheduleIsSvixsAndJitterStaysWithin20Percent(t *testing.T) 
 }
 
 func TestRetryAfterIsClampedToOneToTwoTimesTheScheduledWait(t *testing.T) {
+	t.Parallel()
 	p := pipeline.RetryPolicy{Schedule: []time.Duration{10 * time.Second}}
 	for _, c := range []struct{ retryAfter, want time.Duration }{
 		{0, 10 * time.Second},
@@ -53,6 +55,7 @@ func TestRetryAfterIsClampedToOneToTwoTimesTheScheduledWait(t *testing.T) {
 }
 
 func TestParseRetryScheduleRejectsBadInputClearly(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"5s,abc":    `invalid duration "abc"`,
 		"5s,-1s":    "must be positive",

@@ -55,6 +55,7 @@ func equal(a, b []int64) bool {
 }
 
 func TestNextStartsOldestDueFirstWithinEveryBound(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name                string
 		perWebhook, workers int
@@ -91,6 +92,7 @@ func TestNextStartsOldestDueFirstWithinEveryBound(t *testing.T) {
 }
 
 func TestFreedSlotsLetTheNextOneStart(t *testing.T) {
+	t.Parallel()
 	c := &clock{t0}
 	s := newScheduler(c, 1, 2)
 	s.Add(d(1, "a", 0), d(2, "a", time.Second), d(3, "b", 0), d(4, "b", time.Second))
@@ -123,6 +125,7 @@ func TestFreedSlotsLetTheNextOneStart(t *testing.T) {
 }
 
 func TestGoneDropsWhatIsHeldForThatWebhookOnly(t *testing.T) {
+	t.Parallel()
 	c := &clock{t0}
 	s := newScheduler(c, 1, 8)
 	s.Add(d(1, "gone", 0), d(2, "gone", time.Second), d(3, "gone", 2*time.Second), d(4, "ok", 0), d(5, "ok", time.Second))
@@ -144,6 +147,7 @@ func TestGoneDropsWhatIsHeldForThatWebhookOnly(t *testing.T) {
 }
 
 func TestAQueuedDeliveryWhoseLeaseCannotCoverAnAttemptIsHandedBack(t *testing.T) {
+	t.Parallel()
 	c := &clock{t0}
 	s := newScheduler(c, 1, 8)
 	s.Add(d(1, "a", 0), d(2, "a", time.Second))
@@ -159,6 +163,7 @@ func TestAQueuedDeliveryWhoseLeaseCannotCoverAnAttemptIsHandedBack(t *testing.T)
 }
 
 func TestClaimRoomRefillAndDrain(t *testing.T) {
+	t.Parallel()
 	c := &clock{t0}
 	s := newScheduler(c, 2, 64) // Prefetch 4
 	s.Add(d(1, "a", 0), d(2, "a", 0), d(3, "a", 0), d(4, "b", 0))

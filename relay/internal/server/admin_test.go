@@ -43,6 +43,7 @@ func (a *adminAPI) addWebhook(t testing.TB, token, event, target string) string 
 }
 
 func TestAdminAPIAddEditDeleteAsGhost(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 
 	// POST, as api.webhooks.add({event, target_url, name, secret}) sends it.
@@ -141,6 +142,7 @@ func TestAdminAPIAddEditDeleteAsGhost(t *testing.T) {
 // request, the relay answers the same status and the same error object (message,
 // context, type, details, property, help, code), as captured from the real Ghost.
 func TestAdminAPIErrorsAreGhostsWordForWord(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	existing := a.addWebhook(t, a.token(t), "post.published", "http://example.com/a")
 	const unknownID = "aaaaaaaaaaaaaaaaaaaaaaaa"
@@ -257,6 +259,7 @@ func TestAdminAPIErrorsAreGhostsWordForWord(t *testing.T) {
 // TestWebhooksBelongToTheIntegrationOfTheKeyThatAddedThem: the body cannot choose the
 // integration, on add or on edit; a key lists only its own integration's webhooks.
 func TestWebhooksBelongToTheIntegrationOfTheKeyThatAddedThem(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	other, _, err := a.keys.Create(context.Background(), "other")
 	if err != nil {
@@ -292,6 +295,7 @@ func TestWebhooksBelongToTheIntegrationOfTheKeyThatAddedThem(t *testing.T) {
 // integration's webhook, or the operator's (added with the CLI, no integration), is
 // refused with Ghost's 403, and changes nothing.
 func TestOneIntegrationCannotTouchAnothersWebhooks(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	theirs := a.addWebhook(t, ghostToken(t, newKey(t, a), time.Now(), "/admin/"), "post.published", "http://example.com/theirs")
 	ev, url := "tag.added", "http://example.com/operator"
@@ -318,6 +322,7 @@ func TestOneIntegrationCannotTouchAnothersWebhooks(t *testing.T) {
 // TestNullClearsNameAndSecret: as in Ghost, null (or "") removes a webhook's name and
 // secret; absent leaves them.
 func TestNullClearsNameAndSecret(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	code, body := a.do(t, "POST", browsePath, a.token(t), `{"webhooks":[{"event":"post.published","target_url":"http://example.com/a","name":"n","secret":"s"}]}`)
 	if code != http.StatusCreated {
@@ -347,6 +352,7 @@ func TestNullClearsNameAndSecret(t *testing.T) {
 // Ghost takes any lowercase event, any URI reference and an edit onto another webhook's
 // (event, target_url); the relay refuses them, with Ghost's message and its own reason.
 func TestWhatTheRelayCannotDeliverIsRefusedInGhostsShape(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	first := a.addWebhook(t, a.token(t), "post.added", "http://example.com/a")
 	second := a.addWebhook(t, a.token(t), "post.added", "http://example.com/b")
@@ -392,6 +398,7 @@ func TestWhatTheRelayCannotDeliverIsRefusedInGhostsShape(t *testing.T) {
 // TestRoutesGhostDoesNotHaveAnswerAsGhost: unknown paths and versions get Ghost's
 // "not found", told apart by the Accept-Version the client sent, without a token.
 func TestRoutesGhostDoesNotHaveAnswerAsGhost(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	get := func(path, accept string) (int, []byte) {
 		req, _ := http.NewRequest("GET", a.srv.URL+path, nil)
@@ -435,6 +442,7 @@ func TestRoutesGhostDoesNotHaveAnswerAsGhost(t *testing.T) {
 }
 
 func TestAdminAPINeverLogsSecrets(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	const secret = "very-secret-signing-value"
 	code, body := a.do(t, "POST", browsePath, a.token(t), `{"webhooks":[{"event":"post.added","target_url":"https://example.com/a","secret":"`+secret+`"}]}`)
@@ -457,6 +465,7 @@ func TestAdminAPINeverLogsSecrets(t *testing.T) {
 // integration in Ghost removes its webhooks; here their deliveries and attempts stay,
 // pending ones cancelled, and other integrations' webhooks are untouched.
 func TestRevokingAKeyRemovesItsIntegrationsWebhooksAndKeepsTheirAuditTrail(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	ctx := context.Background()
 	mine := a.addWebhook(t, a.token(t), "post.published", "http://example.com/mine")

@@ -52,6 +52,7 @@ type eventBody struct {
 // first delivery failing for good, redelivered through the audit API, succeeding, and
 // the event's history showing both attempts.
 func TestRedeliveryThroughTheAuditAPISucceedsAndKeepsBothAttempts(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	var calls atomic.Int32
 	rc := testutil.NewReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ []byte) {
@@ -140,6 +141,7 @@ func TestRedeliveryThroughTheAuditAPISucceedsAndKeepsBothAttempts(t *testing.T) 
 }
 
 func TestAuditAPIListsFiltersAndPages(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	ctx := context.Background()
 	// Events and deliveries written directly: the audit API reads the tables, whoever

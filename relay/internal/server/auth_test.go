@@ -259,6 +259,7 @@ func jsonEqual(a, b string) bool {
 const browsePath = "/ghost/api/admin/webhooks/"
 
 func TestTokensGhostAcceptsAreAccepted(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	id, secret, _ := strings.Cut(a.key, ":")
 	raw, _ := hex.DecodeString(secret)
@@ -302,6 +303,7 @@ func TestTokensGhostAcceptsAreAccepted(t *testing.T) {
 // TestTokensGhostRefusesAreRefusedWithGhostsAnswer: each refusal has Ghost 6.65's
 // status, type, message and code (as captured from the real Ghost).
 func TestTokensGhostRefusesAreRefusedWithGhostsAnswer(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	id, secret, _ := strings.Cut(a.key, ":")
 	raw, _ := hex.DecodeString(secret)
@@ -391,6 +393,7 @@ func TestTokensGhostRefusesAreRefusedWithGhostsAnswer(t *testing.T) {
 // differences. Ghost ages a token from its iat alone and takes any iat, so these live
 // for years there.
 func TestTokensThatWouldOutliveFiveMinutesAreRefusedThoughGhostTakesThem(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	id, secret, _ := strings.Cut(a.key, ":")
 	raw, _ := hex.DecodeString(secret)
@@ -428,6 +431,7 @@ func newKey(t testing.TB, a *adminAPI) string {
 }
 
 func TestRevocationTakesEffectOnTheNextRequest(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	tok := a.token(t)
 	if code, _ := a.do(t, "GET", browsePath, tok, ""); code != http.StatusOK {
@@ -442,6 +446,7 @@ func TestRevocationTakesEffectOnTheNextRequest(t *testing.T) {
 }
 
 func TestEncryptedKeysAreUnusableWithoutTheirKEK(t *testing.T) {
+	t.Parallel()
 	kek, err := sealbox.ParseKEK(strings.Repeat("ab", 32))
 	if err != nil {
 		t.Fatal(err)

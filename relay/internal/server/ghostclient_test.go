@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -18,6 +19,7 @@ import (
 // exceptions, and an old client pinned to v3. It needs node and npm (.ci/run installs
 // them where missing) and runs `npm ci` in that folder when the client is not there yet.
 func TestGhostsOwnAdminAPIClientWorksUnchanged(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	const target = "https://hooks.example.com/ghost"
 	steps := runGhostClient(t, "client.js", a.srv.URL, a.key, target)
@@ -66,6 +68,10 @@ func TestGhostsOwnAdminAPIClientWorksUnchanged(t *testing.T) {
 	}
 }
 
+// ghostClientInstall serialises the check-and-install of the client: two tests running
+// in parallel would otherwise both run `npm ci` in the same folder at once.
+var ghostClientInstall sync.Mutex
+
 // runGhostClient runs a script of testdata/ghost-admin-client with node and returns its
 // steps (one JSON line each, by "step"). It needs node and npm (.ci/run installs them
 // where missing) and runs `npm ci` there when the client is not installed yet.
@@ -79,13 +85,16 @@ func runGhostClient(t *testing.T, script string, args ...string) map[string]map[
 	if err != nil {
 		t.Fatal("node is not installed: this test runs Ghost's own JavaScript client (apt-get install nodejs npm)")
 	}
+	ghostClientInstall.Lock()
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@tryghost", "admin-api")); err != nil {
 		install := exec.Command("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
 		install.Dir = dir
 		if out, err := install.CombinedOutput(); err != nil {
+			ghostClientInstall.Unlock()
 			t.Fatalf("npm ci in %s (installs @tryghost/admin-api): %v\n%s", dir, err, out)
 		}
 	}
+	ghostClientInstall.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, append([]string{script}, args...)...)

@@ -20,6 +20,7 @@ import (
 // invalid URL, another integration's webhook, a bad token) has the same name (type),
 // message and context.
 func TestGhostsClientGetsTheSameAnswersFromTheRelayAsFromARealGhost(t *testing.T) {
+	t.Parallel()
 	site := ghost.Shared(t)
 	ctx := context.Background()
 	ghostKey := site.AdminKey()
@@ -103,6 +104,7 @@ func TestGhostsClientGetsTheSameAnswersFromTheRelayAsFromARealGhost(t *testing.T
 // compares the answers byte for byte, error ids aside. The deliberate differences are
 // listed here with the relay's answer, and in the README.
 func TestRelayAnswersAsGhostAnsweredEveryCapturedRequest(t *testing.T) {
+	t.Parallel()
 	fixtures, err := ghost.LoadAdminFixtures()
 	if err != nil {
 		t.Fatal(err)

@@ -40,6 +40,7 @@ func get(t *testing.T, url string) probe {
 // /readyz follows the database: 503 while PostgreSQL is down, 200 once it is back,
 // with no restart of the relay; /healthz (the process is alive) stays 200 throughout.
 func TestReadyzIs503WhilePostgresIsDownAnd200WhenBack(t *testing.T) {
+	// Not parallel: it stops and restarts a PostgreSQL cluster.
 	ctx := context.Background()
 	cluster, db := testutil.NewMigratedCluster(t)
 	pool := db.Pool
@@ -91,6 +92,7 @@ func TestReadyzIs503WhilePostgresIsDownAnd200WhenBack(t *testing.T) {
 // /metrics is served when Deps.Metrics is set, and a scrape with the database down still
 // answers, saying so in relay_database_up.
 func TestMetricsRouteServesPrometheusText(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	m := metrics.New(metrics.Options{Pool: db.Pool, QueryTimeout: time.Second})
 	srv := httptest.NewServer(server.New(server.Deps{Pool: db.Pool, Metrics: m}))

@@ -22,6 +22,7 @@ import (
 // webhook an operator marked (Ghost's endpoint) gets a signature Ghost accepts as
 // Stripe's. A '*' or unmarked stripe.* subscriber could otherwise replay it to Ghost.
 func TestOnlyMarkedWebhooksGetStripeSignatureAndOnlyOnStripesEvents(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ghost := testutil.NewReceiver(t, nil)
 	thirdAll := testutil.NewReceiver(t, nil)
@@ -69,6 +70,7 @@ func TestOnlyMarkedWebhooksGetStripeSignatureAndOnlyOnStripesEvents(t *testing.T
 // explicitly (`relay redeliver --stripe-signature`); through the audit API, which any
 // Admin API key may call, it goes unsigned and Ghost refuses it.
 func TestRedeliveredStripeEventIsSignedOnlyWhenAskedExplicitly(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ghost := testutil.NewReceiver(t, nil)
 	stripeAddGhostWebhook(t, db, "stripe.*", ghost.URL()+stripePath)
@@ -123,6 +125,7 @@ func TestRedeliveredStripeEventIsSignedOnlyWhenAskedExplicitly(t *testing.T) {
 // webhook elsewhere through the Admin API (or any edit of its URL or event that does
 // not set it again) clears it, so Stripe's signature never follows it.
 func TestStripeSignatureMarkCannotBeSetOrCarriedAwayThroughTheAdminAPI(t *testing.T) {
+	t.Parallel()
 	a := newAdminAPI(t, nil)
 	code, raw := a.do(t, http.MethodPost, "/ghost/api/admin/webhooks/", a.token(t),
 		`{"webhooks":[{"event":"stripe.*","target_url":"https://attacker.example/in","stripe_signature":true}]}`)

@@ -92,14 +92,28 @@ func stripeEndpoint(t testing.TB, db *testutil.DB, secret string) (*httptest.Ser
 	return srv, logs
 }
 
-// stripeStartRelay runs the delivery pipeline on db until the test ends, delivering to
-// loopback receivers and re-signing stripe.* deliveries with secret.
-func stripeStartRelay(t testing.TB, db *testutil.DB, secret string) {
+// stripeStartRelay runs the delivery pipeline on db until stop is called or the test
+// ends, delivering to loopback receivers and re-signing stripe.* deliveries with secret.
+func stripeStartRelay(t testing.TB, db *testutil.DB, secret string) (stop func()) {
 	t.Helper()
 	cfg := relaytest.Config(t)
 	cfg.PollInterval = 200 * time.Millisecond
 	cfg.StripeSecret = secret
-	relaytest.Start(t, db.Pool, cfg)
+	_, stop = relaytest.Start(t, db.Pool, cfg)
+	return stop
+}
+
+// stripeSettle waits until no delivery in db is pending (each one succeeded, failed or
+// was cancelled, so nothing is left to claim or retry) and then stops the relay: stop
+// returns once Run has, and Run first lets every attempt in flight finish. What the
+// receivers have counted by then is all they will ever get, so "delivered once" needs
+// no sleep. Call it once every event the test checks has been fanned out.
+func stripeSettle(t testing.TB, db *testutil.DB, stop func()) {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return stripeCount(t, db, `SELECT count(*) FROM relay.deliveries WHERE status = 'pending'`) == 0
+	}, "deliveries still pending")
+	stop()
 }
 
 // stripeAddWebhook subscribes url to event, without the Stripe-Signature mark.
@@ -209,12 +223,13 @@ func stripeVerifyDelivery(t testing.TB, req testutil.Received, wantBody []byte) 
 }
 
 func TestStripeEventStoredEmittedAndDeliveredOnce(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ghost := testutil.NewReceiver(t, nil)
 	other := testutil.NewReceiver(t, nil)
 	stripeAddGhostWebhook(t, db, "stripe.*", ghost.URL()+stripePath)
 	stripeAddWebhook(t, db, "post.*", other.URL())
-	stripeStartRelay(t, db, stripeTestSecret)
+	stop := stripeStartRelay(t, db, stripeTestSecret)
 	srv, logs := stripeEndpoint(t, db, stripeTestSecret)
 
 	body := stripeTestBody("evt_1RelayOnce", "customer.subscription.updated")
@@ -262,8 +277,9 @@ func TestStripeEventStoredEmittedAndDeliveredOnce(t *testing.T) {
 		t.Errorf("stored JSON is not the exact body:\n raw %q\ndata %q", raw, data)
 	}
 
-	// Settle: no second delivery, and nothing for webhooks of other events.
-	time.Sleep(500 * time.Millisecond)
+	// No second delivery, and nothing for webhooks of other events: once the relay has
+	// settled and stopped, none can come.
+	stripeSettle(t, db, stop)
 	if n := ghost.Count(); n != 1 {
 		t.Errorf("stripe.* webhook received %d requests, want 1", n)
 	}
@@ -279,10 +295,11 @@ func TestStripeEventStoredEmittedAndDeliveredOnce(t *testing.T) {
 }
 
 func TestStripeRedeliveryIsStoredAndDeliveredOnce(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ghost := testutil.NewReceiver(t, nil)
 	stripeAddGhostWebhook(t, db, "stripe.*", ghost.URL()+stripePath)
-	stripeStartRelay(t, db, stripeTestSecret)
+	stop := stripeStartRelay(t, db, stripeTestSecret)
 	srv, _ := stripeEndpoint(t, db, stripeTestSecret)
 
 	body := stripeTestBody("evt_1RelayThrice", "invoice.payment_succeeded")
@@ -305,7 +322,7 @@ func TestStripeRedeliveryIsStoredAndDeliveredOnce(t *testing.T) {
 
 	req := ghost.WaitFor(t, 1, 10*time.Second)[0]
 	stripeVerifyDelivery(t, req, body)
-	time.Sleep(500 * time.Millisecond)
+	stripeSettle(t, db, stop)
 	if n := ghost.Count(); n != 1 {
 		t.Errorf("receiver got %d requests for one Stripe event sent 3 times, want 1", n)
 	}
@@ -321,6 +338,7 @@ func TestStripeRedeliveryIsStoredAndDeliveredOnce(t *testing.T) {
 }
 
 func TestStripeConcurrentDuplicatesStoreOnce(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	srv, _ := stripeEndpoint(t, db, stripeTestSecret)
 	body := stripeTestBody("evt_1RelayRace", "charge.refunded")
@@ -366,6 +384,7 @@ func TestStripeConcurrentDuplicatesStoreOnce(t *testing.T) {
 }
 
 func TestStripeRefusals(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	srv, logs := stripeEndpoint(t, db, stripeTestSecret)
 	url := srv.URL + stripePath
@@ -442,6 +461,7 @@ func TestStripeRefusals(t *testing.T) {
 }
 
 func TestStripeWithoutSecretIs503(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	srv, _ := stripeEndpoint(t, db, "")
 	body := stripeTestBody("evt_1RelayNoSecret", "charge.refunded")
@@ -453,6 +473,7 @@ func TestStripeWithoutSecretIs503(t *testing.T) {
 }
 
 func TestStripeOversizeBodyIs413(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	srv, _ := stripeEndpoint(t, db, stripeTestSecret)
 	// A genuine, validly signed event just over the 512 KiB limit: refused for its size
@@ -485,6 +506,7 @@ func TestStripeOversizeBodyIs413(t *testing.T) {
 }
 
 func TestStripeRoutes(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	srv, _ := stripeEndpoint(t, db, stripeTestSecret)
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -516,6 +538,7 @@ func TestStripeRoutes(t *testing.T) {
 // ("stripe." + type <= 50). Refusing it would make Stripe retry it for days and then
 // disable the endpoint for every event, so it is stored, answered 200, and not emitted.
 func TestStripeTypeTooLongForAnEventNameIsStoredNotEmitted(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	srv, _ := stripeEndpoint(t, db, stripeTestSecret)
 	const typ = "customer.subscription.pending_update_expired" // 44 characters
@@ -540,10 +563,11 @@ func TestStripeTypeTooLongForAnEventNameIsStoredNotEmitted(t *testing.T) {
 }
 
 func TestStripeHundredConcurrentEvents(t *testing.T) {
+	t.Parallel()
 	db := testutil.NewDB(t)
 	ghost := testutil.NewReceiver(t, nil)
 	stripeAddGhostWebhook(t, db, "stripe.*", ghost.URL()+stripePath)
-	stripeStartRelay(t, db, stripeTestSecret)
+	stop := stripeStartRelay(t, db, stripeTestSecret)
 	srv, _ := stripeEndpoint(t, db, stripeTestSecret)
 
 	const n = 100
@@ -595,7 +619,7 @@ func TestStripeHundredConcurrentEvents(t *testing.T) {
 
 	reqs := ghost.WaitFor(t, n, 30*time.Second)
 	delivered := time.Since(began)
-	time.Sleep(500 * time.Millisecond)
+	stripeSettle(t, db, stop) // so that a duplicate still on its way is counted
 	seen := make(map[string]bool, n)
 	for _, req := range ghost.Requests() {
 		ev, err := webhook.ConstructEvent(req.Body, req.Header.Get("Stripe-Signature"), stripeTestSecret)

@@ -7,6 +7,7 @@ import (
 )
 
 func TestMaskURL(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, want string }{
 		{"https://example.com/hooks/ghost", "https://example.com/hooks/ghost"},
 		{"https://example.com/h?page=2&event=post", "https://example.com/h?page=2&event=post"},
