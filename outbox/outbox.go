@@ -79,6 +79,29 @@ func EmitBatch(ctx context.Context, tx pgx.Tx, events []Event) ([]string, error)
 	return ids, nil
 }
 
+// QueueEmit queues the emit of one event on b, a pgx.Batch the CMS sends in its own
+// transaction (tx.SendBatch) with its own statements, so that the event costs no round
+// trip of its own. After the batch ran, *id holds the event's id; an error of the emit
+// (ErrUnknownEvent, ErrPayloadTooLarge, as Emit returns) is returned when the batch's
+// results are read or closed, and then the transaction must roll back. Invalid JSON is
+// refused at once, with nothing queued.
+func QueueEmit(b *pgx.Batch, name string, data json.RawMessage, id *string) error {
+	if err := validate(data); err != nil {
+		return err
+	}
+	b.Queue(emitSQL, name, string(data)).QueryRow(func(row pgx.Row) error {
+		var got string
+		if err := row.Scan(&got); err != nil {
+			return wrap(name, err)
+		}
+		if id != nil {
+			*id = got
+		}
+		return nil
+	})
+	return nil
+}
+
 // EmitSQL is Emit for a database/sql transaction (any driver that speaks to
 // PostgreSQL, e.g. pgx's stdlib or lib/pq).
 func EmitSQL(ctx context.Context, tx *sql.Tx, name string, data json.RawMessage) (string, error) {

@@ -448,3 +448,47 @@ func TestEmitNotifiesAtMostOnceEvery50msPerConnection(t *testing.T) {
 		t.Errorf("%d transactions in %s sent %d notifications, want at most %d", events, elapsed, n, most)
 	}
 }
+
+// QueueEmit puts the emit in the CMS's own batch: one round trip for the change and its
+// event, committed or rolled back together; a bad name fails the batch.
+func TestQueueEmitRidesInTheCMSsBatch(t *testing.T) {
+	t.Parallel()
+	db := testutil.NewDB(t)
+	ctx := context.Background()
+	if _, err := db.Pool.Exec(ctx, `CREATE TABLE cms_posts (id int PRIMARY KEY, status text); INSERT INTO cms_posts VALUES (1, 'draft')`); err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(`UPDATE cms_posts SET status = 'published' WHERE id = 1`)
+		if err := outbox.QueueEmit(b, "post.published", json.RawMessage(`{"post":{"current":{"id":"1"},"previous":{}}}`), &id); err != nil {
+			return err
+		}
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil || len(id) != 36 {
+		t.Fatalf("batch: id %q, %v", id, err)
+	}
+	if ids, _, _ := stored(t, db); len(ids) != 1 || ids[0] != id {
+		t.Fatalf("stored %v, want [%s]", ids, id)
+	}
+	err = pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(`UPDATE cms_posts SET status = 'draft' WHERE id = 1`)
+		if err := outbox.QueueEmit(b, "post.exploded", json.RawMessage(`{}`), nil); err != nil {
+			return err
+		}
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if !errors.Is(err, outbox.ErrUnknownEvent) {
+		t.Fatalf("unknown event in a batch: %v, want ErrUnknownEvent", err)
+	}
+	var status string
+	if err := db.Pool.QueryRow(ctx, `SELECT status FROM cms_posts`).Scan(&status); err != nil || status != "published" {
+		t.Errorf("the failed batch's change was kept: status %q (%v)", status, err)
+	}
+	if err := outbox.QueueEmit(&pgx.Batch{}, "post.added", json.RawMessage(`{`), nil); !errors.Is(err, outbox.ErrInvalidJSON) {
+		t.Errorf("invalid JSON: %v", err)
+	}
+}
