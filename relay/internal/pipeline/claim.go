@@ -46,8 +46,8 @@ func newClaimSubscriber(pool *pgxpool.Pool, cfg Config, owner string, wake <-cha
 		sched: schedule.New(schedule.Config{
 			PerWebhook:  cfg.WebhookConcurrency,
 			Workers:     cfg.Workers,
-			Prefetch:    2 * cfg.WebhookConcurrency,
-			QueueBudget: max(cfg.Workers, cfg.ClaimBatch),
+			Prefetch:    cfg.prefetch(),
+			QueueBudget: cfg.queueBudget(),
 			MinLease:    cfg.HTTPTimeout + 5*time.Second,
 		}),
 		closed: make(chan struct{}),
@@ -194,7 +194,7 @@ func (s *claimSubscriber) claim(ctx context.Context, limit int, room map[string]
 	lease := s.cfg.leaseFor()
 	claimedAt := time.Now()
 	batch, err := store.Claim(ctx, s.pool, store.ClaimRequest{
-		Owner: s.owner, Limit: limit, Room: room, DefaultRoom: 2 * s.cfg.WebhookConcurrency, Lease: lease,
+		Owner: s.owner, Limit: limit, Room: room, DefaultRoom: s.cfg.prefetch(), Lease: lease,
 	})
 	if err != nil {
 		return 0, err
@@ -211,7 +211,7 @@ func (s *claimSubscriber) fanOut(ctx context.Context, eventID string, events int
 	leasedAt := time.Now()
 	covered, leased, err := store.FanOut(ctx, s.pool, store.FanOutRequest{
 		EventID: eventID, Events: events, Owner: s.owner, Lease: lease,
-		Room: room, DefaultRoom: 2 * s.cfg.WebhookConcurrency, Limit: budget,
+		Room: room, DefaultRoom: s.cfg.prefetch(), Limit: budget,
 	})
 	if err != nil {
 		return nil, err

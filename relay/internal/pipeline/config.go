@@ -114,6 +114,16 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// prefetch is how many deliveries of one webhook a relay holds at most (in flight and
+// waiting to start): a whole outbox batch, so that the fan-out leases a backlog to the
+// relay without a claim in between (a claim costs about as much for 60 deliveries as
+// for 8), and several requests' worth for each request slot.
+func (c Config) prefetch() int { return max(4*c.WebhookConcurrency, c.OutboxBatch) }
+
+// queueBudget bounds the deliveries a relay holds and has not started, across
+// webhooks: two outbox batches, and enough to keep every worker busy twice over.
+func (c Config) queueBudget() int { return 2 * max(c.Workers, c.OutboxBatch, c.ClaimBatch) }
+
 // leaseFor is how long a claimed delivery stays ours: the attempt's timeout plus room
 // to record its result. A relay that dies mid-attempt loses the lease after this.
 func (c Config) leaseFor() time.Duration {

@@ -54,15 +54,15 @@ func TestDeliveryClientCapsHTTP2Responses(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.Targets, cfg.HTTPTimeout = allow, 5*time.Second
-	client := newHTTPClient(cfg)
-	client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{
+	transport := newTransport(cfg)
+	transport.TLSClientConfig = &tls.Config{
 		RootCAs: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs,
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/headers", strings.NewReader("{}"))
-	resp, err := client.Do(req)
+	resp, err := transport.RoundTrip(req)
 	if err == nil {
 		resp.Body.Close()
 		t.Fatalf("4 MB of HTTP/2 response headers accepted (status %d, proto %s)", resp.StatusCode, resp.Proto)
@@ -72,7 +72,7 @@ func TestDeliveryClientCapsHTTP2Responses(t *testing.T) {
 	// Without reading the body, the server can push only what flow control allows.
 	pushed.Store(0)
 	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/body", strings.NewReader("{}"))
-	resp, err = client.Do(req)
+	resp, err = transport.RoundTrip(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,10 +100,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	g.Go(func() error { return maintainer{db: r.pool, cfg: r.cfg, log: r.log}.run(failed) })
 	g.Go(func() error { return (&vacuumer{pool: r.pool, log: r.log, rec: rec}).run(failed) })
 
-	client := newHTTPClient(r.cfg)
+	transport := newTransport(r.cfg)
 	// Its keep-alive connections (and their goroutines) end with Run.
-	defer client.CloseIdleConnections()
-	router, err := r.router(notes, claimSub, rec, client, closing, wlog)
+	defer transport.CloseIdleConnections()
+	router, err := r.router(notes, claimSub, rec, transport, closing, wlog)
 	if err != nil {
 		stopRecording()
 		stopServices()
@@ -143,14 +143,14 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 // router builds the Watermill router of the two stages.
-func (r *Relay) router(notes *notifier, claimSub *claimSubscriber, rec *recorder, client *http.Client, closing <-chan struct{}, wlog wmLogger) (*message.Router, error) {
+func (r *Relay) router(notes *notifier, claimSub *claimSubscriber, rec *recorder, transport *http.Transport, closing <-chan struct{}, wlog wmLogger) (*message.Router, error) {
 	outboxSub, err := newOutboxSubscriber(r.pool, r.cfg, notes.outbox, closing, wlog)
 	if err != nil {
 		return nil, err
 	}
 	d := &deliverer{
 		cfg:       r.cfg,
-		client:    client,
+		transport: transport,
 		userAgent: "relay/" + version.Version,
 		pool:      r.pool,
 		slots:     claimSub,

@@ -172,7 +172,9 @@ func (s *Scheduler) requestDone(id int64, gone bool) (dropped []*Delivery) {
 		dropped, h.queued = h.queued, nil
 		s.queued -= len(dropped)
 	}
-	if h.inflight+len(h.queued) <= s.cfg.PerWebhook {
+	// Claim again once half of what may be held is gone: the next claim arrives while
+	// the rest is still being sent.
+	if h.inflight+len(h.queued) <= max(s.cfg.PerWebhook, s.cfg.Prefetch/2) {
 		s.refill = true
 	}
 	return dropped

@@ -74,19 +74,39 @@ WITH r AS (
 ), minutes AS (
     -- Ordered by key, so that relays recording for the same webhooks lock the rows in
     -- the same order.
-    INSERT INTO relay.webhook_minutes AS m (webhook_id, minute, attempts, succeeded, retried, failed, duration_buckets, lag_buckets)
+    INSERT INTO relay.webhook_minutes AS m (webhook_id, minute, attempts, succeeded, retried, failed,
+           d1, d2, d3, d4, d5, d6, d7, d8, d9, d10,
+           l1, l2, l3, l4, l5, l6, l7, l8, l9, l10)
     SELECT u.webhook_id, date_trunc('minute', u.started_at + u.duration_ms * interval '1 millisecond'),
            count(*), count(*) FILTER (WHERE u.status = 'succeeded'),
            count(*) FILTER (WHERE u.status = 'pending'), count(*) FILTER (WHERE u.status = 'failed'),
-           relay.sum_buckets(relay.one_hot(u.duration_bucket, 10)), relay.sum_buckets(relay.one_hot(u.lag_bucket, 10))
+           count(*) FILTER (WHERE u.duration_bucket = 1),
+           count(*) FILTER (WHERE u.duration_bucket = 2),
+           count(*) FILTER (WHERE u.duration_bucket = 3),
+           count(*) FILTER (WHERE u.duration_bucket = 4),
+           count(*) FILTER (WHERE u.duration_bucket = 5),
+           count(*) FILTER (WHERE u.duration_bucket = 6),
+           count(*) FILTER (WHERE u.duration_bucket = 7),
+           count(*) FILTER (WHERE u.duration_bucket = 8),
+           count(*) FILTER (WHERE u.duration_bucket = 9),
+           count(*) FILTER (WHERE u.duration_bucket = 10),
+           count(*) FILTER (WHERE u.lag_bucket = 1),
+           count(*) FILTER (WHERE u.lag_bucket = 2),
+           count(*) FILTER (WHERE u.lag_bucket = 3),
+           count(*) FILTER (WHERE u.lag_bucket = 4),
+           count(*) FILTER (WHERE u.lag_bucket = 5),
+           count(*) FILTER (WHERE u.lag_bucket = 6),
+           count(*) FILTER (WHERE u.lag_bucket = 7),
+           count(*) FILTER (WHERE u.lag_bucket = 8),
+           count(*) FILTER (WHERE u.lag_bucket = 9),
+           count(*) FILTER (WHERE u.lag_bucket = 10)
       FROM upd u
      GROUP BY 1, 2
      ORDER BY 1, 2
     ON CONFLICT (webhook_id, minute) DO UPDATE
        SET attempts = m.attempts + excluded.attempts, succeeded = m.succeeded + excluded.succeeded,
            retried = m.retried + excluded.retried, failed = m.failed + excluded.failed,
-           duration_buckets = relay.add_buckets(m.duration_buckets, excluded.duration_buckets),
-           lag_buckets = relay.add_buckets(m.lag_buckets, excluded.lag_buckets)
+           d1 = m.d1 + excluded.d1, d2 = m.d2 + excluded.d2, d3 = m.d3 + excluded.d3, d4 = m.d4 + excluded.d4, d5 = m.d5 + excluded.d5, d6 = m.d6 + excluded.d6, d7 = m.d7 + excluded.d7, d8 = m.d8 + excluded.d8, d9 = m.d9 + excluded.d9, d10 = m.d10 + excluded.d10, l1 = m.l1 + excluded.l1, l2 = m.l2 + excluded.l2, l3 = m.l3 + excluded.l3, l4 = m.l4 + excluded.l4, l5 = m.l5 + excluded.l5, l6 = m.l6 + excluded.l6, l7 = m.l7 + excluded.l7, l8 = m.l8 + excluded.l8, l9 = m.l9 + excluded.l9, l10 = m.l10 + excluded.l10
 )
 SELECT id FROM upd`
 

@@ -48,7 +48,9 @@ func TestRecordCountsAttemptsPerWebhookAndMinute(t *testing.T) {
 	var attempts, succeeded, retried, failed int
 	var dur, lag []int32
 	if err := db.Pool.QueryRow(ctx, `SELECT sum(attempts), sum(succeeded), sum(retried), sum(failed),
-		relay.sum_buckets(duration_buckets), relay.sum_buckets(lag_buckets) FROM relay.webhook_minutes`).
+		ARRAY[sum(d1), sum(d2), sum(d3), sum(d4), sum(d5), sum(d6), sum(d7), sum(d8), sum(d9), sum(d10)]::int[],
+		ARRAY[sum(l1), sum(l2), sum(l3), sum(l4), sum(l5), sum(l6), sum(l7), sum(l8), sum(l9), sum(l10)]::int[]
+		FROM relay.webhook_minutes`).
 		Scan(&attempts, &succeeded, &retried, &failed, &dur, &lag); err != nil {
 		t.Fatal(err)
 	}
