@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relayhq/relay/relay/pglocal"
@@ -109,7 +110,7 @@ func DefaultOptions() Options {
 		Widths:       []int{1, 10, 100, 1000}, WidthEvents: 1000,
 		BodySizes: []int{200, 8 << 10, 64 << 10, 1 << 20}, BodyEvents: 1000, BodyBudget: 256 << 20,
 		ReceiverDelays: []time.Duration{5 * time.Millisecond, 50 * time.Millisecond}, ReceiverEvents: 2000,
-		DrainTimeout: 15 * time.Minute,
+		DrainTimeout: 30 * time.Minute,
 	}
 }
 
@@ -137,20 +138,22 @@ type Scenario struct {
 	Events   int    `json:"events"`
 	Webhooks int    `json:"webhooks,omitempty"`
 	// Expected deliveries; Lost counts (event, webhook) pairs never received.
-	Expected        int           `json:"expected_deliveries"`
-	Deliveries      int           `json:"deliveries"`
-	Duplicates      int           `json:"duplicates"`
-	Lost            int           `json:"lost"`
-	OK              bool          `json:"ok"`
-	Failure         string        `json:"failure,omitempty"`
-	Elapsed         time.Duration `json:"elapsed_ns"`
-	PerSecond       float64       `json:"deliveries_per_second"`
-	Latency         *Latency      `json:"latency,omitempty"`
-	RelayCPUSeconds float64       `json:"relay_cpu_seconds"`
-	RelayCPUPercent float64       `json:"relay_cpu_percent_of_one_core"`
-	PeakRSSMiB      float64       `json:"relay_peak_rss_mib"`
-	VsInsert        float64       `json:"ratio_to_raw_insert_tx"`
-	VsHTTP          float64       `json:"ratio_to_raw_http_post"`
+	Expected   int           `json:"expected_deliveries"`
+	Deliveries int           `json:"deliveries"`
+	Duplicates int           `json:"duplicates"`
+	Lost       int           `json:"lost"`
+	OK         bool          `json:"ok"`
+	Failure    string        `json:"failure,omitempty"`
+	Elapsed    time.Duration `json:"elapsed_ns"`
+	PerSecond  float64       `json:"deliveries_per_second"`
+	Latency    *Latency      `json:"latency,omitempty"`
+	// EmitPerSecond is the rate (a)'s writers reached (the target is --rate).
+	EmitPerSecond   float64 `json:"emitted_per_second,omitempty"`
+	RelayCPUSeconds float64 `json:"relay_cpu_seconds"`
+	RelayCPUPercent float64 `json:"relay_cpu_percent_of_one_core"`
+	PeakRSSMiB      float64 `json:"relay_peak_rss_mib"`
+	VsInsert        float64 `json:"ratio_to_raw_insert_tx"`
+	VsHTTP          float64 `json:"ratio_to_raw_http_post"`
 	// RelayEnv is environment this run gave the relay on top of the report's RelayEnv.
 	RelayEnv []string `json:"relay_env,omitempty"`
 
@@ -242,7 +245,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		o.Progress = io.Discard
 	}
 	if o.DrainTimeout <= 0 {
-		o.DrainTimeout = 15 * time.Minute
+		o.DrainTimeout = 30 * time.Minute
 	}
 	want := map[string]bool{}
 	for _, id := range o.Scenarios {
@@ -256,11 +259,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			want[id] = true
 		}
 	}
+	for _, n := range o.BodySizes {
+		if n < sizedOverhead || n > maxBody {
+			return nil, fmt.Errorf("bench: body size %d is out of range [%d, %d] (its JSON around the padding, the relay's limit)", n, sizedOverhead, maxBody)
+		}
+	}
 	b := &bench{o: o, rep: &Report{RelayEnv: o.RelayEnv}}
 	if err := b.startServer(ctx); err != nil {
 		return nil, err
 	}
 	defer b.stopServer()
+	defer b.dropTemplate()
 	b.rep.Machine = machine()
 	if err := b.readServer(ctx); err != nil {
 		return nil, err
@@ -300,6 +309,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			continue
 		}
 		res, err := s.run(ctx)
+		if err != nil && len(res) > 0 {
+			res = res[:len(res)-1] // the one the error cut short
+		}
 		for _, r := range res {
 			if r.Name == "" { // a step that produced no scenario row (w)
 				continue
@@ -339,6 +351,8 @@ type bench struct {
 	// postmaster is the server's pid when it runs on this machine (0: not found), for
 	// PostgreSQL's CPU per delivery.
 	postmaster int
+	// tmpl is the migrated template every scratch database copies.
+	tmpl string
 }
 
 func (b *bench) progress(format string, args ...any) {
@@ -452,30 +466,19 @@ func (r *Report) shortMode() string {
 }
 
 // newDatabase creates a migrated scratch database and returns its URL, a pool, and a
-// func that closes the pool and drops the database.
+// func that closes the pool and drops the database. Databases are copies of one
+// migrated template, made on first use: a copy is one statement, a migration dozens.
 func (b *bench) newDatabase(ctx context.Context) (string, *pgxpool.Pool, func(), error) {
-	buf := make([]byte, 4)
-	_, _ = rand.Read(buf)
-	name := "relay_bench_" + hex.EncodeToString(buf)
-	admin, err := pgx.Connect(ctx, b.admin)
-	if err != nil {
-		return "", nil, nil, fmt.Errorf("bench: connect: %w", err)
+	if err := b.ensureTemplate(ctx); err != nil {
+		return "", nil, nil, err
 	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+	name := randomName("relay_bench_")
+	if err := b.adminExec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+" TEMPLATE "+pgx.Identifier{b.tmpl}.Sanitize()); err != nil {
 		return "", nil, nil, fmt.Errorf("bench: create database: %w", err)
 	}
 	url := withDatabase(b.admin, name)
 	drop := func() {
-		c, err := pgx.Connect(context.Background(), b.admin)
-		if err == nil {
-			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-			_ = c.Close(context.Background())
-		}
-	}
-	if err := schema.Migrate(ctx, url); err != nil {
-		drop()
-		return "", nil, nil, err
+		_ = b.adminExec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
 	}
 	pcfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -489,6 +492,59 @@ func (b *bench) newDatabase(ctx context.Context) (string, *pgxpool.Pool, func(),
 		return "", nil, nil, err
 	}
 	return url, pool, func() { pool.Close(); drop() }, nil
+}
+
+// ensureTemplate makes the migrated template database once.
+func (b *bench) ensureTemplate(ctx context.Context) error {
+	if b.tmpl != "" {
+		return nil
+	}
+	name := randomName("relay_bench_tmpl_")
+	if err := b.adminExec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return fmt.Errorf("bench: create database: %w", err)
+	}
+	if err := schema.Migrate(ctx, withDatabase(b.admin, name)); err != nil {
+		_ = b.adminExec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+		return err
+	}
+	b.tmpl = name
+	return nil
+}
+
+// dropTemplate drops the template (at the end of the run: on a DATABASE_URL server it
+// would outlive the bench).
+func (b *bench) dropTemplate() {
+	if b.tmpl != "" {
+		_ = b.adminExec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{b.tmpl}.Sanitize()+" WITH (FORCE)")
+		b.tmpl = ""
+	}
+}
+
+// adminExec runs one statement on the admin connection's server. Copying a template
+// fails while a backend of its migration is still exiting ("being accessed by other
+// users"): that is retried.
+func (b *bench) adminExec(ctx context.Context, sql string) error {
+	conn, err := pgx.Connect(ctx, b.admin)
+	if err != nil {
+		return fmt.Errorf("bench: connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	for attempt := 1; ; attempt++ {
+		_, err := conn.Exec(ctx, sql)
+		var pgErr *pgconn.PgError
+		if err == nil || attempt >= 10 || !errors.As(err, &pgErr) || pgErr.Code != "55006" { // object_in_use
+			return err
+		}
+		if err := pause(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+func randomName(prefix string) string {
+	buf := make([]byte, 4)
+	_, _ = rand.Read(buf)
+	return prefix + hex.EncodeToString(buf)
 }
 
 // withDatabase swaps the database of a postgres:// URL or a key=value DSN.

@@ -67,6 +67,9 @@ func (s Scenario) print(w io.Writer) {
 		fmt.Fprintf(w, "  %.0f deliveries/s in %s = %.3fx raw INSERT tx/s, %.3fx raw HTTP POST/s\n",
 			s.PerSecond, s.Elapsed.Round(time.Millisecond), s.VsInsert, s.VsHTTP)
 	}
+	if s.EmitPerSecond > 0 {
+		fmt.Fprintf(w, "  events committed at %.0f/s by %d writer connections\n", s.EmitPerSecond, steadyWriters)
+	}
 	if s.Latency != nil {
 		fmt.Fprintf(w, "  latency commit->receipt: p50 %s  p90 %s  p99 %s  max %s\n",
 			ms(s.Latency.P50), ms(s.Latency.P90), ms(s.Latency.P99), ms(s.Latency.Max))

@@ -97,7 +97,9 @@ var writerVariants = []writerVariant{
 
 func (b *bench) writerStep(ctx context.Context) ([]Scenario, error) {
 	w, err := b.writer(ctx)
-	b.rep.Writer = w
+	if err == nil {
+		b.rep.Writer = w
+	}
 	return nil, err
 }
 

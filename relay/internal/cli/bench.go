@@ -39,7 +39,7 @@ type BenchCmd struct {
 	ReceiverDelays []time.Duration `name:"receiver-delays" default:"5ms,50ms" help:"(h) time the receiver takes per request; 0 skips (h)."`
 	ReceiverEvents int             `name:"receiver-events" default:"2000" help:"(h) events at each receiver latency."`
 
-	DrainTimeout time.Duration `name:"drain-timeout" default:"15m" help:"Longest wait for one drain; one that runs out is reported as failed and the run goes on."`
+	DrainTimeout time.Duration `name:"drain-timeout" default:"30m" help:"Longest wait for one drain; one that runs out is reported as failed and the run goes on."`
 
 	Quick bool `name:"quick" help:"Small sizes: the whole run in about two minutes."`
 	Fast  bool `name:"fast" help:"Private PostgreSQL with fsync, synchronous_commit and full_page_writes off (default: on, as in production). No effect with --database-url: its server's settings are reported."`
