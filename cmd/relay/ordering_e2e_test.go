@@ -61,8 +61,11 @@ func TestOrderedWebhookKeepsEachKeysOrderThroughFailuresAndAKill(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	a := startRelay(t, db.URL, "o1")
-	startRelay(t, db.URL, "o2")
+	// Each key's deliveries go one at a time, so an ordered webhook's throughput is its
+	// concurrency over a step's latency: let many keys go at once, as a user would.
+	const concurrency = "RELAY_WEBHOOK_CONCURRENCY=32"
+	a := startRelay(t, db.URL, "o1", concurrency)
+	startRelay(t, db.URL, "o2", concurrency)
 	start := time.Now()
 	emitted := make(chan struct{})
 	go func() {
@@ -72,7 +75,7 @@ func TestOrderedWebhookKeepsEachKeysOrderThroughFailuresAndAKill(t *testing.T) {
 	testutil.Eventually(t, 60*time.Second, func() bool { return orderedRc.Count() >= events/3 }, "no progress to a third")
 	a.kill()
 	inFlightAtKill := leasedBy(t, db.Pool, "o1")
-	startRelay(t, db.URL, "o3")
+	startRelay(t, db.URL, "o3", concurrency)
 	<-emitted
 
 	unorderedRc.WaitFor(t, events, 120*time.Second)

@@ -174,14 +174,6 @@ CREATE INDEX deliveries_key_idx ON relay.deliveries (webhook_id, ordering_key, e
 CREATE INDEX deliveries_key_active_idx ON relay.deliveries (webhook_id, ordering_key)
     WHERE ordering_key IS NOT NULL AND (status = 'failed' OR (status = 'pending' AND next_attempt_at IS NOT NULL));
 
--- The advisory lock of one webhook's key. The fan-out and whoever records a result of
--- the key take it, always in ascending order of its value, before touching the key's
--- rows: they then wait for each other rather than deadlock on those rows.
-CREATE FUNCTION relay.key_lock(webhook_id text, ordering_key text) RETURNS bigint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
-    SELECT hashtextextended(webhook_id || '/' || ordering_key, 15)
-$fn$;
-
 -- A webhook that stops being ordered lets its held deliveries go.
 CREATE FUNCTION relay.release_unordered() RETURNS trigger
 LANGUAGE plpgsql AS $fn$

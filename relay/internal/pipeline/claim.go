@@ -35,13 +35,15 @@ type claimSubscriber struct {
 	wg     sync.WaitGroup
 
 	kick chan struct{} // a request slot or a worker freed up
+	// recheck takes the deliveries a fan-out held, for their second look.
+	recheck *rechecker
 	// retryAt is the earliest retry this relay recorded (unix nanoseconds, 0 none): the
 	// claim loop wakes for it rather than at its next poll.
 	retryAt atomic.Int64
 }
 
 func newClaimSubscriber(pool *pgxpool.Pool, cfg Config, owner string, wake <-chan struct{}, log zerolog.Logger) *claimSubscriber {
-	return &claimSubscriber{
+	s := &claimSubscriber{
 		pool: pool, cfg: cfg, owner: owner, wake: wake, log: log,
 		sched: schedule.New(schedule.Config{
 			PerWebhook:  cfg.WebhookConcurrency,
@@ -53,6 +55,8 @@ func newClaimSubscriber(pool *pgxpool.Pool, cfg Config, owner string, wake <-cha
 		closed: make(chan struct{}),
 		kick:   make(chan struct{}, 1),
 	}
+	s.recheck = newRechecker(pool, owner, log, s)
+	return s
 }
 
 func (s *claimSubscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.Message, error) {
@@ -100,6 +104,36 @@ func (s *claimSubscriber) retryDue(at time.Time) {
 		}
 	}
 }
+
+// nextLease is how many of the deliveries a record lets go it may lease to this relay:
+// what the scheduler has room for, and none once the subscriber is closing.
+func (s *claimSubscriber) nextLease() store.Next {
+	select {
+	case <-s.closed:
+		return store.Next{}
+	default:
+	}
+	_, budget := s.sched.ClaimRoom()
+	return store.Next{Limit: budget, Lease: s.cfg.leaseFor()}
+}
+
+// take sends deliveries a record leased to this relay; once the subscriber is closing
+// it hands them back instead.
+func (s *claimSubscriber) take(leased []store.Claimed, leasedAt time.Time, lease time.Duration) {
+	select {
+	case <-s.closed:
+		leases := make([]store.Lease, len(leased))
+		for i, c := range leased {
+			leases[i] = c.Lease
+		}
+		s.releaseLeases(leases)
+		return
+	default:
+	}
+	s.hold(leased, leasedAt, lease)
+}
+
+func (s *claimSubscriber) lookAgain(ids []int64) { s.recheck.add(ids) }
 
 // nextWait is how long the loop may sleep: until the next poll, or the earliest
 // recorded retry if that comes sooner.
@@ -209,15 +243,16 @@ func (s *claimSubscriber) fanOut(ctx context.Context, eventID string, events int
 	room, budget := s.sched.ClaimRoom()
 	lease := s.cfg.leaseFor()
 	leasedAt := time.Now()
-	covered, leased, err := store.FanOut(ctx, s.pool, store.FanOutRequest{
+	out, err := store.FanOut(ctx, s.pool, store.FanOutRequest{
 		EventID: eventID, Events: events, Owner: s.owner, Lease: lease,
 		Room: room, DefaultRoom: s.cfg.prefetch(), Limit: budget,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.hold(leased, leasedAt, lease)
-	return covered, nil
+	s.hold(out.Leased, leasedAt, lease)
+	s.recheck.add(out.Held)
+	return out.Covered, nil
 }
 
 // hold gives leased deliveries to the scheduler and wakes the loop that starts them.
@@ -241,10 +276,14 @@ func (s *claimSubscriber) release(batch []*schedule.Delivery) {
 	for i, d := range batch {
 		leases[i] = d.Lease
 	}
+	s.releaseLeases(leases)
+}
+
+func (s *claimSubscriber) releaseLeases(leases []store.Lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := store.Release(ctx, s.pool, s.owner, leases); err != nil {
-		s.log.Warn().Err(err).Int("deliveries", len(batch)).Msg("could not release leases; they expire by themselves")
+		s.log.Warn().Err(err).Int("deliveries", len(leases)).Msg("could not release leases; they expire by themselves")
 	}
 }
 

@@ -19,6 +19,10 @@ type maintainer struct {
 	log zerolog.Logger
 }
 
+// heldSweepAge leaves the deliveries held in the last moments to their fan-out's own
+// second look, which is quicker.
+const heldSweepAge = 10 * time.Second
+
 func (m maintainer) interval() time.Duration {
 	iv := time.Minute
 	if d := m.cfg.DisableAfter; d > 0 {
@@ -44,6 +48,11 @@ func (m maintainer) run(ctx context.Context) error {
 		}
 		if _, err := m.prune(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			m.log.Warn().Err(err).Msg("retention prune failed")
+		}
+		if n, err := store.SweepHeld(ctx, m.db, heldSweepAge); err != nil && ctx.Err() == nil {
+			m.log.Warn().Err(err).Msg("sweep of held deliveries failed")
+		} else if n > 0 {
+			m.log.Warn().Int("deliveries", n).Msg("let go deliveries of ordered keys held with nothing in front of them (a relay stopped between a fan-out and its second look)")
 		}
 	}
 }

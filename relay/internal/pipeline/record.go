@@ -23,9 +23,21 @@ type recorder struct {
 	// finished counts deliveries recorded as succeeded or failed: each leaves a dead
 	// entry in the pending-deliveries index until VACUUM (see vacuumer).
 	finished atomic.Int64
-	// retryDue is told when a recorded delivery will be due again, so that the claim
-	// loop can wake then.
-	retryDue func(at time.Time)
+	// sender is the claim side: told when a recorded delivery will be due again, so
+	// that the claim loop can wake then, and given the next deliveries of ordered keys
+	// that a record let go and leased to this relay.
+	sender recordSender
+}
+
+// recordSender is what the recorder needs of the claim side (claimSubscriber).
+type recordSender interface {
+	retryDue(at time.Time)
+	// nextLease says how many deliveries a record may lease to this relay.
+	nextLease() store.Next
+	// take sends deliveries leased to this relay.
+	take(leased []store.Claimed, leasedAt time.Time, lease time.Duration)
+	// lookAgain gives deliveries of ordered keys their second look (store.ReleaseNext).
+	lookAgain(ids []int64)
 }
 
 type pending struct {
@@ -35,8 +47,8 @@ type pending struct {
 
 const maxRecordBatch = 500
 
-func newRecorder(pool *pgxpool.Pool, owner string, log zerolog.Logger, retryDue func(time.Time)) *recorder {
-	return &recorder{pool: pool, owner: owner, log: log, in: make(chan *pending, maxRecordBatch), retryDue: retryDue}
+func newRecorder(pool *pgxpool.Pool, owner string, log zerolog.Logger, sender recordSender) *recorder {
+	return &recorder{pool: pool, owner: owner, log: log, in: make(chan *pending, maxRecordBatch), sender: sender}
 }
 
 // errLeaseLost means the attempt's lease had passed to another relay before its
@@ -87,17 +99,29 @@ func (r *recorder) flush(ctx context.Context, batch []*pending) {
 	for i, p := range batch {
 		outs[i] = p.out
 	}
-	recorded, err := r.write(ctx, outs)
+	next := r.sender.nextLease()
+	leasedAt := time.Now()
+	recorded, err := r.write(ctx, outs, next)
+	if len(recorded.Leased) > 0 {
+		r.sender.take(recorded.Leased, leasedAt, next.Lease)
+	}
+	var keyed []int64
+	for _, o := range outs {
+		if o.Keyed && recorded.IDs[o.ID] {
+			keyed = append(keyed, o.ID)
+		}
+	}
+	r.sender.lookAgain(keyed)
 	for _, p := range batch {
 		switch {
 		case err != nil:
 			p.done <- err
-		case !recorded[p.out.ID]:
+		case !recorded.IDs[p.out.ID]:
 			p.done <- errLeaseLost
 		default:
 			p.done <- nil
 			if p.out.Status == store.Pending {
-				r.retryDue(p.out.NextAt)
+				r.sender.retryDue(p.out.NextAt)
 			} else {
 				r.finished.Add(1)
 			}
@@ -107,11 +131,11 @@ func (r *recorder) flush(ctx context.Context, batch []*pending) {
 
 // write retries transient failures (deadlocks between relays updating the same
 // webhooks, a restarting PostgreSQL) for a while: a lost result means a duplicate POST.
-func (r *recorder) write(ctx context.Context, outs []store.Outcome) (map[int64]bool, error) {
+func (r *recorder) write(ctx context.Context, outs []store.Outcome, next store.Next) (store.Recorded, error) {
 	backoff := 50 * time.Millisecond
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		recorded, err := store.Record(ctx, r.pool, r.owner, outs)
+		recorded, err := store.Record(ctx, r.pool, r.owner, outs, next)
 		if err == nil || ctx.Err() != nil || time.Now().After(deadline) || !store.Transient(err) {
 			return recorded, err
 		}
@@ -119,7 +143,7 @@ func (r *recorder) write(ctx context.Context, outs []store.Outcome) (map[int64]b
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return nil, err
+			return store.Recorded{}, err
 		}
 		backoff = min(2*backoff, time.Second)
 	}

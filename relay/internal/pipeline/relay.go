@@ -95,8 +95,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	notes := newNotifier(r.pool.Config().ConnConfig.Copy(), r.log)
 	g.Go(func() error { return notes.run(failed) })
 	claimSub := newClaimSubscriber(r.pool, r.cfg, r.owner, notes.deliveries, r.log)
-	rec := newRecorder(r.pool, r.owner, r.log, claimSub.retryDue)
+	rec := newRecorder(r.pool, r.owner, r.log, claimSub)
 	g.Go(func() error { return rec.run(recording) })
+	g.Go(func() error { return claimSub.recheck.run(failed) })
 	g.Go(func() error { return maintainer{db: r.pool, cfg: r.cfg, log: r.log}.run(failed) })
 	g.Go(func() error { return (&vacuumer{pool: r.pool, log: r.log, rec: rec}).run(failed) })
 

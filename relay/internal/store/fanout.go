@@ -50,11 +50,9 @@ WITH cur AS (
       LEFT JOIN room ON room.webhook_id = w.id
 ), fresh AS (
     -- A delivery of an ordered key is held when an unfinished one of its key exists,
-    -- or comes before it in this batch. (A relay may be recording the end of that one
-    -- right now, unaware of the new delivery: FanOut checks the held ones' keys again
-    -- once this has committed.) Pairs of an ordered key that exist already (a batch
-    -- read again) are left out, so that they do not count as earlier in the batch;
-    -- ON CONFLICT covers the others.
+    -- or comes before it in this batch. Pairs of an ordered key that exist already (a
+    -- batch read again) are left out, so that they do not count as earlier in the
+    -- batch; ON CONFLICT covers the others.
     SELECT p.*,
            CASE WHEN p.okey IS NULL THEN false
                 ELSE row_number() OVER (PARTITION BY p.webhook_id, p.okey ORDER BY p.transaction_id, p."offset") > 1
@@ -128,10 +126,20 @@ type FanOutRequest struct {
 	Limit       int // leases in all
 }
 
+// FannedOut is what a FanOut did.
+type FannedOut struct {
+	// Covered are the events fanned out.
+	Covered map[string]struct{}
+	// Leased are the deliveries leased to the caller, in commit order.
+	Leased []Claimed
+	// Held are the deliveries of ordered keys held behind an unfinished one. The caller
+	// must pass them to ReleaseNext once FanOut has returned (see ReleaseNext).
+	Held []int64
+}
+
 // FanOut creates the deliveries of the events of r (see fanoutSQL) in one statement of
-// its own, committed when it returns, and returns the events it covered and the
-// deliveries it leased to r.Owner, in commit order.
-func FanOut(ctx context.Context, q Querier, r FanOutRequest) (covered map[string]struct{}, leased []Claimed, err error) {
+// its own, committed when it returns.
+func FanOut(ctx context.Context, q Querier, r FanOutRequest) (FannedOut, error) {
 	ids := make([]string, 0, len(r.Room))
 	room := make([]int32, 0, len(r.Room))
 	for id, n := range r.Room {
@@ -140,12 +148,12 @@ func FanOut(ctx context.Context, q Querier, r FanOutRequest) (covered map[string
 	}
 	rows, err := q.Query(ctx, fanoutSQL, r.EventID, r.Events, r.Owner, r.Lease, ids, room, r.DefaultRoom, max(r.Limit, 0))
 	if err != nil {
-		return nil, nil, fmt.Errorf("fan out event %s: %w", r.EventID, err)
+		return FannedOut{}, fmt.Errorf("fan out event %s: %w", r.EventID, err)
 	}
 	first := true
 	var events []string
 	var held []int64
-	leased, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claimed, error) {
+	leased, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claimed, error) {
 		var c Claimed
 		var id *int64
 		var token, event, body, target, secret, webhook *string
@@ -167,24 +175,17 @@ func FanOut(ctx context.Context, q Querier, r FanOutRequest) (covered map[string
 		return c, nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("fan out event %s: %w", r.EventID, err)
+		return FannedOut{}, fmt.Errorf("fan out event %s: %w", r.EventID, err)
 	}
 	if len(leased) > 0 {
 		leased = leased[1:] // the first row is the list of events covered
 	}
-	covered = make(map[string]struct{}, len(events))
+	covered := make(map[string]struct{}, len(events))
 	for _, e := range events {
 		covered[e] = struct{}{}
 	}
 	if _, ok := covered[r.EventID]; !ok {
-		return nil, nil, fmt.Errorf("fan out event %s: not yet visible", r.EventID)
+		return FannedOut{}, fmt.Errorf("fan out event %s: not yet visible", r.EventID)
 	}
-	if len(held) > 0 {
-		// A relay that recorded the end of a key's delivery while the statement ran did
-		// not see the deliveries it held behind it: look at those keys again, now.
-		if _, err := ReleaseNext(ctx, q, held); err != nil {
-			return nil, nil, fmt.Errorf("fan out event %s: %w", r.EventID, err)
-		}
-	}
-	return covered, leased, nil
+	return FannedOut{Covered: covered, Leased: leased, Held: held}, nil
 }

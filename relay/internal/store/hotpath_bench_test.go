@@ -53,15 +53,15 @@ func BenchmarkFanOut(b *testing.B) {
 				b.StopTimer()
 				ids := emitN(b, db, 100)
 				b.StartTimer()
-				covered, _, err := store.FanOut(ctx, db.Pool, store.FanOutRequest{EventID: ids[0], Events: 100,
+				out, err := store.FanOut(ctx, db.Pool, store.FanOutRequest{EventID: ids[0], Events: 100,
 					Owner: "bench", Lease: time.Minute, DefaultRoom: 16, Limit: 1000})
 				if err != nil {
 					b.Fatal(err)
 				}
-				if len(covered) != 100 {
-					b.Fatalf("fanned out %d events, want 100", len(covered))
+				if len(out.Covered) != 100 {
+					b.Fatalf("fanned out %d events, want 100", len(out.Covered))
 				}
-				events += len(covered)
+				events += len(out.Covered)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(events), "ns/event")
 		})
@@ -127,12 +127,12 @@ func BenchmarkRecord(b *testing.B) {
 					outs[i] = store.Outcome{Lease: c.Lease, Status: store.Succeeded, Started: time.Now(), Duration: time.Millisecond, StatusCode: 200}
 				}
 				b.StartTimer()
-				recorded, err := store.Record(ctx, db.Pool, "bench", outs)
+				recorded, err := store.Record(ctx, db.Pool, "bench", outs, store.Next{})
 				if err != nil {
 					b.Fatal(err)
 				}
-				if len(recorded) != len(outs) {
-					b.Fatalf("recorded %d of %d", len(recorded), len(outs))
+				if len(recorded.IDs) != len(outs) {
+					b.Fatalf("recorded %d of %d", len(recorded.IDs), len(outs))
 				}
 				written += len(outs)
 			}

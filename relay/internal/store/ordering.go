@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -12,34 +13,34 @@ import (
 // A delivery is held (pending, no next_attempt_at) while an earlier one of its key is
 // unfinished. The fan-out decides that when it creates the delivery; whoever finishes a
 // key's delivery lets the next one go in the same transaction (releaseNextSQL), so no
-// crash leaves a key held with nothing in front of it.
+// crash leaves a key held behind something that will never end.
 //
-// The fan-out's decision reads a snapshot: a relay recording the end of the key's
-// delivery at that moment does not see the new, held one. So the fan-out looks at the
-// keys it held again once it has committed (ReleaseNext). Both that look and every
-// record take the keys' advisory locks first, in order, in a statement of their own: the
-// look waits for a record in progress, and its snapshot, taken after, sees its result.
-// The fan-out statement itself takes no lock, so it never waits for a record.
+// Each of those decisions reads a snapshot. A relay recording the end of a key's last
+// unfinished delivery does not see a held one that a fan-out has not committed yet, and
+// lets nothing go; the fan-out, for its part, saw that delivery still under way. So
+// both look again once they have committed (ReleaseNext): whichever commits second
+// sees the other's commit. A look that finds its key's next delivery being let go by
+// another leaves it to that one (FOR UPDATE SKIP LOCKED), so looks never wait for each
+// other or deadlock, and no lock is taken on the fan-out's path. SweepHeld is the
+// backstop for a relay that died before its look.
 //
 // Nothing can make two deliveries of a key due at once: a delivery goes due only when
-// nothing of its key is under way, and what is under way only ends.
-
-// lockKeysSQL takes the advisory locks of the keys of the deliveries $1 (see
-// relay.key_lock) in order, before a record of their results touches them.
-const lockKeysSQL = `
-SELECT count(pg_advisory_xact_lock(k.lock))
-  FROM (SELECT DISTINCT relay.key_lock(webhook_id, ordering_key) AS lock FROM relay.deliveries
-         WHERE id = ANY($1::bigint[]) AND ordering_key IS NOT NULL ORDER BY 1) AS k`
+// nothing of its key is under way (in the snapshot of the statement that lets it go,
+// and still held when that statement locks it), and what is under way only ends.
 
 // releaseNextSQL sets due the earliest held delivery of the keys of the deliveries $1,
 // unless something of the key is under way (in flight, waiting for a retry, or failed).
-// It runs after lockKeysSQL, as a statement of its own.
+// Up to $3 of them it leases to
+// $2 for $4, and returns them with what their attempts need, so that the relay that
+// finished a key's delivery sends the next one at once (as the fan-out does); the
+// others are left due, and then the claimers are notified. The first row returned is
+// a header that counts all it set due.
 const releaseNextSQL = `
 WITH k AS (
     SELECT DISTINCT webhook_id, ordering_key FROM relay.deliveries
      WHERE id = ANY($1::bigint[]) AND ordering_key IS NOT NULL
 ), nxt AS (
-    SELECT h.id
+    SELECT h.id, row_number() OVER (ORDER BY h.id) <= $3 AS lease
       FROM k CROSS JOIN LATERAL (
         SELECT b.id FROM relay.deliveries b
          WHERE b.webhook_id = k.webhook_id AND b.ordering_key = k.ordering_key
@@ -50,27 +51,117 @@ WITH k AS (
      WHERE NOT EXISTS (SELECT 1 FROM relay.deliveries a
                         WHERE a.webhook_id = k.webhook_id AND a.ordering_key = k.ordering_key
                           AND (a.status = 'failed' OR (a.status = 'pending' AND a.next_attempt_at IS NOT NULL)))
+), locked AS (
+    -- In id order, skipping what another statement is letting go right now.
+    SELECT d.id FROM relay.deliveries d
+     WHERE d.id = ANY(ARRAY(SELECT id FROM nxt)) AND d.status = 'pending' AND d.next_attempt_at IS NULL
+     ORDER BY d.id
+       FOR UPDATE SKIP LOCKED
 ), rel AS (
-    UPDATE relay.deliveries d SET next_attempt_at = now()
-      FROM nxt
-     WHERE d.id = nxt.id AND d.status = 'pending' AND d.next_attempt_at IS NULL
-    RETURNING d.id
+    UPDATE relay.deliveries d
+       SET next_attempt_at = now(),
+           lease_owner = CASE WHEN nxt.lease THEN $2 END,
+           lease_token = CASE WHEN nxt.lease THEN gen_random_uuid() END,
+           lease_expires_at = CASE WHEN nxt.lease THEN now() + $4::interval END
+      FROM nxt, locked
+     WHERE d.id = nxt.id AND locked.id = nxt.id
+    RETURNING d.id, d.lease_token, d.event_id, d.attempts, d.next_attempt_at, d.webhook_id, d.sign_stripe, d.ordering_key
 ), notified AS (
-    SELECT pg_notify('relay_deliveries', '') FROM (SELECT 1 FROM rel LIMIT 1) AS any_released
+    SELECT pg_notify('relay_deliveries', '') FROM (SELECT 1 FROM rel WHERE lease_token IS NULL LIMIT 1) AS unleased
 )
-SELECT (SELECT count(*) FROM rel), (SELECT count(*) FROM notified)`
+SELECT NULL::bigint, NULL::uuid, NULL::uuid, (SELECT count(*) FROM rel)::int, NULL::timestamptz, NULL::text, NULL::text, NULL::text,
+       NULL::text, NULL::text, NULL::timestamptz, false, NULL::text, NULL::text
+  FROM (SELECT count(*) FROM notified) AS n
+UNION ALL
+SELECT r.id, r.lease_token, r.event_id, r.attempts, r.next_attempt_at,
+       w.id, w.target_url, coalesce(w.secret, ''),
+       o.metadata ->> 'event', o.payload::text, o.created_at,
+       (o.source = 'stripe' AND w.stripe_signature AND r.sign_stripe),
+       coalesce(o.metadata ->> 'content_version', ''), r.ordering_key
+  FROM rel r
+  JOIN relay.webhooks w ON w.id = r.webhook_id
+  JOIN relay.outbox o ON o."uuid"::uuid = r.event_id
+ WHERE r.lease_token IS NOT NULL`
+
+// Next says how many of the deliveries a release lets go it may lease to the caller
+// (at most Limit, for Lease), which then sends them itself. Limit 0 leases none.
+type Next struct {
+	Limit int
+	Lease time.Duration
+}
+
+// queueReleaseNext adds the release of the keys of ids to b; *leased receives what it
+// leased to owner, and *released counts all it set due.
+func queueReleaseNext(b *pgx.Batch, ids []int64, owner string, next Next, leased *[]Claimed, released *int) {
+	b.Queue(releaseNextSQL, ids, owner, max(next.Limit, 0), next.Lease).Query(func(rows pgx.Rows) error {
+		header := true
+		for rows.Next() {
+			if header {
+				header = false
+				vals, err := rows.Values()
+				if err != nil {
+					return err
+				}
+				*released = int(vals[3].(int32))
+				continue
+			}
+			var c Claimed
+			var body string
+			if err := rows.Scan(&c.ID, &c.Token, &c.EventID, &c.Attempts, &c.DueAt, &c.WebhookID, &c.TargetURL, &c.Secret,
+				&c.Event, &body, &c.CommittedAt, &c.StripeSign, &c.ContentVersion, &c.OrderingKey); err != nil {
+				return err
+			}
+			c.Body = []byte(body)
+			*leased = append(*leased, c)
+		}
+		return rows.Err()
+	})
+}
 
 // ReleaseNext sets due the next delivery of the keys of the deliveries ids where
-// nothing of the key is under way, and returns how many it set due.
-func ReleaseNext(ctx context.Context, q Querier, ids []int64) (int64, error) {
+// nothing of the key is under way, and returns those it leased to owner and how many it
+// set due in all. It is the second look of whoever held or finished those deliveries,
+// run after their commit (see above).
+func ReleaseNext(ctx context.Context, q Querier, ids []int64, owner string, next Next) ([]Claimed, int, error) {
 	b := &pgx.Batch{}
-	b.Queue(lockKeysSQL, ids)
-	var released, notified int64
-	b.Queue(releaseNextSQL, ids).QueryRow(func(row pgx.Row) error { return row.Scan(&released, &notified) })
+	var leased []Claimed
+	var released int
+	queueReleaseNext(b, ids, owner, next, &leased, &released)
 	if err := q.SendBatch(ctx, b).Close(); err != nil {
-		return 0, fmt.Errorf("release the next deliveries of %d keys: %w", len(ids), err)
+		return nil, 0, fmt.Errorf("release the next deliveries of %d keys: %w", len(ids), err)
 	}
-	return released, nil
+	return leased, released, nil
+}
+
+// sweepHeldSQL finds keys whose earliest unfinished delivery is held, older than $1,
+// with nothing of the key under way: only a relay that died between a fan-out and its
+// second look leaves one (see above). It reads every unfinished delivery of ordered
+// keys, so it runs rarely.
+const sweepHeldSQL = `
+SELECT h.id
+  FROM (SELECT DISTINCT ON (webhook_id, ordering_key) id, webhook_id, ordering_key, status, next_attempt_at, created_at
+          FROM relay.deliveries
+         WHERE ordering_key IS NOT NULL AND status IN ('pending', 'failed')
+         ORDER BY webhook_id, ordering_key, event_tx, event_offset) AS h
+ WHERE h.status = 'pending' AND h.next_attempt_at IS NULL AND h.created_at < now() - $1::interval
+   AND NOT EXISTS (SELECT 1 FROM relay.deliveries a
+                    WHERE a.webhook_id = h.webhook_id AND a.ordering_key = h.ordering_key
+                      AND (a.status = 'failed' OR (a.status = 'pending' AND a.next_attempt_at IS NOT NULL)))
+ LIMIT $2`
+
+// SweepHeld lets go the keys held with nothing in front of them (see sweepHeldSQL) and
+// returns how many deliveries it set due.
+func SweepHeld(ctx context.Context, db Querier, olderThan time.Duration) (int, error) {
+	rows, err := db.Query(ctx, sweepHeldSQL, olderThan, 1000)
+	if err != nil {
+		return 0, fmt.Errorf("sweep held deliveries: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	_, released, err := ReleaseNext(ctx, db, ids, "", Next{})
+	return released, err
 }
 
 // skipSQL passes over a failed delivery, and releaseNextSQL then lets its key go on.
@@ -90,9 +181,6 @@ func Skip(ctx context.Context, db Beginner, id int64) (released int64, err error
 		return 0, fmt.Errorf("skip delivery %d: %w", id, err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
-	if _, err := tx.Exec(ctx, lockKeysSQL, []int64{id}); err != nil {
-		return 0, fmt.Errorf("skip delivery %d: %w", id, err)
-	}
 	var got int64
 	if err := tx.QueryRow(ctx, skipSQL, id).Scan(&got); errors.Is(err, pgx.ErrNoRows) {
 		var exists bool
@@ -106,12 +194,19 @@ func Skip(ctx context.Context, db Beginner, id int64) (released int64, err error
 	} else if err != nil {
 		return 0, fmt.Errorf("skip delivery %d: %w", id, err)
 	}
-	var notified int64
-	if err := tx.QueryRow(ctx, releaseNextSQL, []int64{id}).Scan(&released, &notified); err != nil {
+	var leased []Claimed
+	var n int
+	b := &pgx.Batch{}
+	queueReleaseNext(b, []int64{id}, "", Next{}, &leased, &n)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("skip delivery %d: release its key: %w", id, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("skip delivery %d: %w", id, err)
 	}
-	return released, nil
+	_, again, err := ReleaseNext(ctx, db, []int64{id}, "", Next{})
+	if err != nil {
+		return int64(n), fmt.Errorf("skip delivery %d: second look at its key: %w", id, err)
+	}
+	return int64(n + again), nil
 }

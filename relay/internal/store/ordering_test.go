@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/testutil"
 )
@@ -53,11 +52,33 @@ func (f *orderedFixture) emit(post string) string {
 func (f *orderedFixture) fanOut(from string) []store.Claimed {
 	f.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
+	// Every event written so far must be visible, not just the first: a fan-out stops at
+	// the oldest transaction open in the cluster.
 	for {
-		_, leased, err := store.FanOut(context.Background(), f.db.Pool, store.FanOutRequest{
+		var visible bool
+		if err := f.db.Pool.QueryRow(context.Background(), `SELECT NOT EXISTS (SELECT 1 FROM relay.outbox
+			WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))`).Scan(&visible); err != nil {
+			f.t.Fatal(err)
+		}
+		if visible {
+			break
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatal("events not visible after 10s: a transaction is open somewhere in the cluster")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		out, err := store.FanOut(context.Background(), f.db.Pool, store.FanOutRequest{
 			EventID: from, Events: 100, Owner: "me", Lease: time.Minute, DefaultRoom: 100, Limit: 1000})
 		if err == nil {
-			return leased
+			// The second look the pipeline gives what a fan-out held.
+			if len(out.Held) > 0 {
+				if _, _, err := store.ReleaseNext(context.Background(), f.db.Pool, out.Held, "me", store.Next{}); err != nil {
+					f.t.Fatal(err)
+				}
+			}
+			return out.Leased
 		}
 		if !strings.HasSuffix(err.Error(), "not yet visible") || time.Now().After(deadline) {
 			f.t.Fatal(err)
@@ -79,15 +100,27 @@ func (f *orderedFixture) claim() []store.Claimed {
 
 func (f *orderedFixture) record(c store.Claimed, st store.Status) {
 	f.t.Helper()
+	f.recordLeasing(c, st, store.Next{})
+}
+
+// recordLeasing records c's outcome and returns what the record leased as next says.
+func (f *orderedFixture) recordLeasing(c store.Claimed, st store.Status, next store.Next) []store.Claimed {
+	f.t.Helper()
 	out := store.Outcome{Lease: c.Lease, Started: time.Now(), Status: st, Keyed: c.OrderingKey != ""}
 	if st == store.Succeeded {
 		out.StatusCode = 200
 	} else {
 		out.StatusCode, out.Error = 500, "HTTP 500"
 	}
-	if got, err := store.Record(context.Background(), f.db.Pool, "me", []store.Outcome{out}); err != nil || !got[c.ID] {
-		f.t.Fatalf("record %d: %v (%v)", c.ID, got, err)
+	got, err := store.Record(context.Background(), f.db.Pool, "me", []store.Outcome{out}, next)
+	if err != nil || !got.IDs[c.ID] {
+		f.t.Fatalf("record %d: %v (%v)", c.ID, got.IDs, err)
 	}
+	// The second look the pipeline gives a record of an ordered key.
+	if _, _, err := store.ReleaseNext(context.Background(), f.db.Pool, []int64{c.ID}, "me", store.Next{}); err != nil {
+		f.t.Fatal(err)
+	}
+	return got.Leased
 }
 
 // state is every delivery of the ordered webhook by event id: "due", "held", or its
@@ -170,9 +203,13 @@ func TestOrderedWebhookDeliversEachKeyOneAtATime(t *testing.T) {
 	if len(next) != 1 || next[0].EventID != a2 {
 		t.Fatalf("claimed %v, want A2 only", eventIDs(next))
 	}
-	// A2 fails for good: A3 stays held, B goes on.
+	// A2 fails for good: A3 stays held, B goes on: B2 leased to the relay that recorded
+	// B1, which sends it without a claim.
 	f.record(next[0], store.Failed)
-	f.record(first[1], store.Succeeded)
+	b2c := f.recordLeasing(first[1], store.Succeeded, store.Next{Limit: 10, Lease: time.Minute})
+	if len(b2c) != 1 || b2c[0].EventID != b2 || b2c[0].OrderingKey != "B" || len(b2c[0].Body) == 0 || b2c[0].TargetURL == "" {
+		t.Fatalf("the record leased %+v, want B2 with what its attempt needs", b2c)
+	}
 	f.want(map[string]string{a2: "failed", a3: "held", b2: "due"})
 
 	// Skipping A2 lets A3 go.
@@ -193,8 +230,8 @@ func TestOrderedWebhookDeliversEachKeyOneAtATime(t *testing.T) {
 	}
 	f.want(map[string]string{a1: "held", a3: "due"})
 	a3c := f.claim()
-	if len(a3c) != 2 || a3c[0].EventID != b2 && a3c[1].EventID != b2 {
-		t.Fatalf("claimed %v, want A3 and B2", eventIDs(a3c))
+	if len(a3c) != 1 || a3c[0].EventID != a3 {
+		t.Fatalf("claimed %v, want A3 (B2 is leased)", eventIDs(a3c))
 	}
 	for _, c := range a3c {
 		if c.EventID == a3 {
@@ -221,10 +258,11 @@ func eventIDs(cs []store.Claimed) []string {
 	return ids
 }
 
-// The race FanOut's second look is there for: a relay records the success of a key's
+// The race the second looks are there for: a relay records the success of a key's
 // delivery while another fans out a new event of the key. The fan-out's statement sees
 // the old delivery under way and holds the new one; the record does not see the new
-// one and lets nothing go. The new delivery must not stay held for ever.
+// one and lets nothing go. Whichever of the two commits second sees the other in its
+// second look, so the new delivery does not stay held.
 func TestFanOutLetsGoWhatItHeldBehindARecordCommittingMeanwhile(t *testing.T) {
 	t.Parallel()
 	f := newOrderedFixture(t)
@@ -242,26 +280,28 @@ func TestFanOutLetsGoWhatItHeldBehindARecordCommittingMeanwhile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck
-	out := store.Outcome{Lease: first[0].Lease, Started: time.Now(), Status: store.Succeeded, StatusCode: 200, Keyed: true}
-	if _, err := store.Record(ctx, tx, "me", []store.Outcome{out}); err != nil {
+	rec := store.Outcome{Lease: first[0].Lease, Started: time.Now(), Status: store.Succeeded, StatusCode: 200, Keyed: true}
+	if _, err := store.Record(ctx, tx, "me", []store.Outcome{rec}, store.Next{}); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		_, _, err := store.FanOut(ctx, f.db.Pool, store.FanOutRequest{EventID: a2, Events: 10, Owner: "me", Lease: time.Minute, DefaultRoom: 10, Limit: 10})
-		done <- err
-	}()
-	testutil.Eventually(t, 10*time.Second, func() bool { return f.state()[a2] == "held" }, "the fan-out did not hold A2 behind A1")
-	select {
-	case err := <-done:
-		t.Fatalf("the fan-out did not wait for the record to commit before its second look (err %v)", err)
-	case <-time.After(200 * time.Millisecond):
+	out, err := store.FanOut(ctx, f.db.Pool, store.FanOutRequest{EventID: a2, Events: 10, Owner: "me", Lease: time.Minute, DefaultRoom: 10, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Held) != 1 || f.state()[a2] != "held" {
+		t.Fatalf("the fan-out did not hold A2 behind A1 (held %v, state %v)", out.Held, f.state())
+	}
+	// The fan-out's second look: the record has not committed, A1 is still under way.
+	if _, n, err := store.ReleaseNext(ctx, f.db.Pool, out.Held, "me", store.Next{}); err != nil || n != 0 {
+		t.Fatalf("the fan-out's second look let %d go (%v); want none while A1 is under way", n, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	f.want(map[string]string{a1: "succeeded", a2: "held"}) // the record did not see A2
+	// The record's second look, after its commit, sees A2.
+	if _, n, err := store.ReleaseNext(ctx, f.db.Pool, []int64{first[0].ID}, "me", store.Next{}); err != nil || n != 1 {
+		t.Fatalf("the record's second look let %d go (%v); want A2", n, err)
 	}
 	f.want(map[string]string{a1: "succeeded", a2: "due"})
 }
@@ -324,4 +364,37 @@ func deref(s *string) string {
 		return "NULL"
 	}
 	return *s
+}
+
+// What a relay that died between a fan-out and its second look leaves, a key held with
+// nothing in front of it, the sweep lets go; a key held behind a failure it leaves.
+func TestSweepHeldLetsGoOnlyKeysWithNothingInFront(t *testing.T) {
+	t.Parallel()
+	f := newOrderedFixture(t)
+	ctx := context.Background()
+	a1, b1, b2 := f.emit("A"), f.emit("B"), f.emit("B")
+	for _, c := range ofWebhook(f.fanOut(a1), f.ordered) {
+		switch c.EventID {
+		case a1:
+			f.record(c, store.Succeeded)
+		case b1:
+			f.record(c, store.Failed)
+		}
+	}
+	// A2 held though A1 has succeeded: the orphan.
+	a2 := f.emit("A")
+	if _, err := f.db.Pool.Exec(ctx, `INSERT INTO relay.deliveries (event_id, webhook_id, ordering_key, event_tx, event_offset, created_at)
+		SELECT o."uuid"::uuid, $1, 'A', o.transaction_id, o."offset", now() - interval '1 minute' FROM relay.outbox o WHERE o."uuid" = $2`,
+		f.ordered, a2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.db.Pool.Exec(ctx, `UPDATE relay.deliveries SET created_at = now() - interval '1 minute'`); err != nil {
+		t.Fatal(err)
+	}
+	f.want(map[string]string{a2: "held", b1: "failed", b2: "held"})
+	n, err := store.SweepHeld(ctx, f.db.Pool, 10*time.Second)
+	if err != nil || n != 1 {
+		t.Fatalf("swept %d, %v; want 1", n, err)
+	}
+	f.want(map[string]string{a2: "due", b2: "held"})
 }

@@ -115,10 +115,20 @@ WITH r AS (
 )
 SELECT id FROM upd`
 
-// Record writes outcomes for owner in one statement and returns the ids it recorded: an
-// outcome whose lease passed to another relay meanwhile is not (its new holder owns the
-// delivery).
-func Record(ctx context.Context, q Querier, owner string, outcomes []Outcome) (map[int64]bool, error) {
+// Recorded is what a Record did.
+type Recorded struct {
+	// IDs are the deliveries whose outcome was written: an outcome whose lease passed to
+	// another relay meanwhile is not (its new holder owns the delivery).
+	IDs map[int64]bool
+	// Leased are the next deliveries of ordered keys that the successes let go, leased
+	// to the owner (see Next).
+	Leased []Claimed
+}
+
+// Record writes outcomes for owner in one statement; for ordered keys it lets their next
+// deliveries go in the same transaction, leasing them as next says. The caller gives
+// the keyed outcomes their second look (ReleaseNext) once Record has returned.
+func Record(ctx context.Context, q Querier, owner string, outcomes []Outcome, next Next) (Recorded, error) {
 	n := len(outcomes)
 	ids := make([]int64, n)
 	tokens := make([]string, n)
@@ -151,15 +161,11 @@ func Record(ctx context.Context, q Querier, owner string, outcomes []Outcome) (m
 			nextAts[i] = &t
 		}
 	}
-	// The results, and for ordered keys their locks and the release of their next
-	// deliveries, go in one batch: one round trip and one implicit transaction, so they
-	// commit together.
+	// The results, and for ordered keys the release of their next deliveries, go in one
+	// batch: one round trip and one implicit transaction, so they commit together.
 	b := &pgx.Batch{}
 	keyed := keyedOutcomes(outcomes)
-	if len(keyed) > 0 {
-		b.Queue(lockKeysSQL, keyed)
-	}
-	recorded := make(map[int64]bool, n)
+	recorded := Recorded{IDs: make(map[int64]bool, n)}
 	b.Queue(recordSQL, ids, tokens, started, durations, codes, errs, excerpts, statuses, nextAts, owner, ghostErrs, finalURLs, durBuckets, lagBuckets).
 		Query(func(rows pgx.Rows) error {
 			for rows.Next() {
@@ -167,15 +173,16 @@ func Record(ctx context.Context, q Querier, owner string, outcomes []Outcome) (m
 				if err := rows.Scan(&id); err != nil {
 					return err
 				}
-				recorded[id] = true
+				recorded.IDs[id] = true
 			}
 			return rows.Err()
 		})
+	var released int
 	if len(keyed) > 0 {
-		b.Queue(releaseNextSQL, keyed)
+		queueReleaseNext(b, keyed, owner, next, &recorded.Leased, &released)
 	}
 	if err := q.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("record %d attempts: %w", n, err)
+		return Recorded{}, fmt.Errorf("record %d attempts: %w", n, err)
 	}
 	return recorded, nil
 }

@@ -41,9 +41,9 @@ func TestRecordCountsAttemptsPerWebhookAndMinute(t *testing.T) {
 	for i := range outs {
 		outs[i].Started = now
 	}
-	recorded, err := store.Record(ctx, db.Pool, "me", outs)
-	if err != nil || len(recorded) != 4 {
-		t.Fatalf("recorded %d, %v", len(recorded), err)
+	recorded, err := store.Record(ctx, db.Pool, "me", outs, store.Next{})
+	if err != nil || len(recorded.IDs) != 4 {
+		t.Fatalf("recorded %d, %v", len(recorded.IDs), err)
 	}
 	var attempts, succeeded, retried, failed int
 	var dur, lag []int32
