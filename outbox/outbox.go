@@ -6,6 +6,7 @@
 // the SQL function relay.emit, which any language can call directly:
 //
 //	SELECT relay.emit('post.published', '{"post":{"current":{...},"previous":{}}}');
+//	SELECT relay.emit('order.paid', '{"order":42}', 'order-42'); -- with an ordering key
 package outbox
 
 import (
@@ -14,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -24,9 +26,15 @@ import (
 // JSON body receivers get, byte for byte: it is stored as the text given, never
 // re-serialised. stripe.<type> names are refused: only the relay's Stripe endpoint
 // creates Stripe events.
+//
+// Key is the event's ordering key: an ordered webhook gets the events of one key one at a
+// time, in commit order. Leave it empty for Ghost-shaped data ({"post": {"current":
+// {"id": …}}}), whose key is the resource's id; set it (1 to 200 characters) to order
+// events of your own by what they are about, such as an order number.
 type Event struct {
 	Name string
 	Data json.RawMessage
+	Key  string
 }
 
 // ErrUnknownEvent is returned (wrapped) when PostgreSQL rejects an event name (or data
@@ -39,12 +47,19 @@ var ErrPayloadTooLarge = errors.New("outbox: event data too large")
 // ErrInvalidJSON is returned when Data is not valid JSON; nothing is sent to the database.
 var ErrInvalidJSON = errors.New("outbox: event data is not valid JSON")
 
+// ErrInvalidKey is returned when an Event's Key is longer than 200 characters; nothing
+// is sent to the database.
+var ErrInvalidKey = errors.New("outbox: an ordering key is at most 200 characters")
+
+// MaxKeyLength is the longest ordering key, in characters.
+const MaxKeyLength = 200
+
 const (
 	// The text form of relay.emit keeps Data's bytes; the jsonb form would reorder keys
 	// and rewrite spaces.
 	emitSQL      = `SELECT relay.emit($1::text, $2::text)`
-	emitBatchSQL = `SELECT relay.emit(e.name, e.data)
-  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS e(name, data, n)
+	emitBatchSQL = `SELECT relay.emit(e.name, e.data, nullif(e.key, ''))
+  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS e(name, data, key, n)
  ORDER BY e.n`
 )
 
@@ -64,11 +79,11 @@ func Emit(ctx context.Context, tx pgx.Tx, name string, data json.RawMessage) (st
 // EmitBatch writes many events in tx with one statement and returns their ids in the
 // order given. Either all are written or, on error, none.
 func EmitBatch(ctx context.Context, tx pgx.Tx, events []Event) ([]string, error) {
-	names, datas, err := columns(events)
+	names, datas, keys, err := columns(events)
 	if err != nil || len(events) == 0 {
 		return nil, err
 	}
-	rows, err := tx.Query(ctx, emitBatchSQL, names, datas)
+	rows, err := tx.Query(ctx, emitBatchSQL, names, datas, keys)
 	if err != nil {
 		return nil, wrap("", err)
 	}
@@ -118,11 +133,11 @@ func EmitSQL(ctx context.Context, tx *sql.Tx, name string, data json.RawMessage)
 // EmitBatchSQL is EmitBatch for a database/sql transaction. Arrays are passed as
 // PostgreSQL array literals so that the call works with any PostgreSQL driver.
 func EmitBatchSQL(ctx context.Context, tx *sql.Tx, events []Event) ([]string, error) {
-	names, datas, err := columns(events)
+	names, datas, keys, err := columns(events)
 	if err != nil || len(events) == 0 {
 		return nil, err
 	}
-	rows, err := tx.QueryContext(ctx, emitBatchSQL, arrayLiteral(names), arrayLiteral(datas))
+	rows, err := tx.QueryContext(ctx, emitBatchSQL, arrayLiteral(names), arrayLiteral(datas), arrayLiteral(keys))
 	if err != nil {
 		return nil, wrap("", err)
 	}
@@ -148,16 +163,20 @@ func validate(data json.RawMessage) error {
 	return nil
 }
 
-func columns(events []Event) (names, datas []string, err error) {
+func columns(events []Event) (names, datas, keys []string, err error) {
 	names = make([]string, len(events))
 	datas = make([]string, len(events))
+	keys = make([]string, len(events))
 	for i, e := range events {
 		if err := validate(e.Data); err != nil {
-			return nil, nil, fmt.Errorf("event %d (%s): %w", i, e.Name, err)
+			return nil, nil, nil, fmt.Errorf("event %d (%s): %w", i, e.Name, err)
 		}
-		names[i], datas[i] = e.Name, string(e.Data)
+		if utf8.RuneCountInString(e.Key) > MaxKeyLength {
+			return nil, nil, nil, fmt.Errorf("event %d (%s): %w", i, e.Name, ErrInvalidKey)
+		}
+		names[i], datas[i], keys[i] = e.Name, string(e.Data), e.Key
 	}
-	return names, datas, nil
+	return names, datas, keys, nil
 }
 
 // arrayLiteral renders a text[] literal with every element quoted and escaped, so no

@@ -210,7 +210,7 @@ func TestEmitNeedsOnlyExecuteOnRelayEmit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := db.Pool.Exec(ctx, "GRANT EXECUTE ON FUNCTION relay.emit(text, text), relay.emit(text, jsonb) TO "+pgx.Identifier{role}.Sanitize()); err != nil {
+	if _, err := db.Pool.Exec(ctx, "GRANT EXECUTE ON FUNCTION relay.emit(text, text, text), relay.emit(text, jsonb, text) TO "+pgx.Identifier{role}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
 	emitAs := func(r string) error {
@@ -249,7 +249,7 @@ func TestCMSRoleCannotCreateStripeEvents(t *testing.T) {
 		_, _ = db.Pool.Exec(context.Background(), "DROP OWNED BY "+pgx.Identifier{role}.Sanitize())
 		_, _ = db.Pool.Exec(context.Background(), "DROP ROLE "+pgx.Identifier{role}.Sanitize())
 	})
-	for _, g := range []string{"GRANT USAGE ON SCHEMA relay TO ", "GRANT EXECUTE ON FUNCTION relay.emit(text, text), relay.emit(text, jsonb) TO "} {
+	for _, g := range []string{"GRANT USAGE ON SCHEMA relay TO ", "GRANT EXECUTE ON FUNCTION relay.emit(text, text, text), relay.emit(text, jsonb, text) TO "} {
 		if _, err := db.Pool.Exec(ctx, g+pgx.Identifier{role}.Sanitize()); err != nil {
 			t.Fatal(err)
 		}

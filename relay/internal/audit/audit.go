@@ -60,6 +60,11 @@ type Delivery struct {
 	LastError      *string    `json:"last_error"`
 	CreatedAt      time.Time  `json:"created_at"`
 	DeliveredAt    *time.Time `json:"delivered_at"`
+	// OrderingKey is the key of a delivery of an ordered webhook (nil for any other).
+	OrderingKey *string `json:"ordering_key"`
+	// Held says the delivery waits for an earlier one of its key (pending, with no
+	// next attempt until that one succeeds or is skipped).
+	Held bool `json:"held"`
 	// AttemptLog is every attempt, oldest first (from GetEvent and GetDelivery).
 	AttemptLog []Attempt `json:"attempt_log,omitempty"`
 }
@@ -106,7 +111,7 @@ func (f *Filter) check() error {
 		return invalid.New("limit", "limit must be between 1 and %d, got %d", MaxLimit, f.Limit)
 	}
 	if _, ok := store.ParseStatus(f.Status); f.Status != "" && !ok {
-		return invalid.New("status", "status must be one of pending, succeeded, failed or cancelled, got %q", clip(f.Status))
+		return invalid.New("status", "status must be one of %s, got %q", store.StatusNames(), clip(f.Status))
 	}
 	if f.EventID != "" {
 		id, err := uuid.Parse(f.EventID)
@@ -320,7 +325,8 @@ func decodeDeliveryCursor(c string) (int64, error) {
 // (kept while any delivery of it exists) and the URL from the webhook, if it still exists.
 const deliverySelect = `SELECT d.id, d.event_id::text, coalesce(o.metadata ->> 'event', ''), d.webhook_id,
 	w.target_url, d.status, d.attempts, d.next_attempt_at, d.last_status_code, d.last_error,
-	d.created_at, d.delivered_at
+	d.created_at, d.delivered_at, d.ordering_key,
+	d.status = 'pending' AND d.next_attempt_at IS NULL
 	FROM relay.deliveries d
 	LEFT JOIN relay.outbox o ON o."uuid"::uuid = d.event_id
 	LEFT JOIN relay.webhooks w ON w.id = d.webhook_id`
@@ -328,7 +334,7 @@ const deliverySelect = `SELECT d.id, d.event_id::text, coalesce(o.metadata ->> '
 func scanDelivery(row pgx.Row) (Delivery, error) {
 	var d Delivery
 	err := row.Scan(&d.ID, &d.EventID, &d.Event, &d.WebhookID, &d.TargetURL, &d.Status, &d.Attempts,
-		&d.NextAttemptAt, &d.LastStatusCode, &d.LastError, &d.CreatedAt, &d.DeliveredAt)
+		&d.NextAttemptAt, &d.LastStatusCode, &d.LastError, &d.CreatedAt, &d.DeliveredAt, &d.OrderingKey, &d.Held)
 	if d.TargetURL != nil {
 		m := webhook.MaskURL(*d.TargetURL)
 		d.TargetURL = &m

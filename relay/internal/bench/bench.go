@@ -2,49 +2,73 @@
 // process, a real PostgreSQL and local receivers, with the machine's own limits (raw
 // INSERT transactions, raw HTTP POSTs) measured in the same run so that every relay
 // figure can be read as a ratio.
+//
+// The private PostgreSQL is durable by default (fsync, synchronous_commit and
+// full_page_writes on, as a production server): the relay's and the CMS's costs are
+// commits, and a commit without a flush costs a fraction of one with it. Fast mode turns
+// the three off. Against DATABASE_URL the server's own settings apply, and the report
+// reads them back rather than assuming them.
 package bench
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/relayhq/relay/outbox"
 	"github.com/relayhq/relay/relay/pglocal"
 	"github.com/relayhq/relay/schema"
 )
 
-// Options sizes the run. Zero sizes skip their scenario.
+// Scenario ids, in the order they run.
+const (
+	ScenarioSteady   = "a" // steady rate, commit→receipt latency
+	ScenarioBacklog  = "b" // backlog drain, 1 webhook
+	ScenarioFanout   = "c" // events × webhooks
+	ScenarioIdle     = "d" // idle CPU and RSS
+	ScenarioWriter   = "w" // what relay.emit costs the CMS's transaction
+	ScenarioSizes    = "e" // backlog drain at several sizes
+	ScenarioWidths   = "f" // webhooks per event
+	ScenarioBodies   = "g" // body sizes
+	ScenarioReceiver = "h" // slow receivers
+)
+
+// AllScenarios is every scenario id, in running order.
+var AllScenarios = []string{ScenarioSteady, ScenarioBacklog, ScenarioFanout, ScenarioIdle,
+	ScenarioWriter, ScenarioSizes, ScenarioWidths, ScenarioBodies, ScenarioReceiver}
+
+// Options sizes the run. Zero sizes (and empty lists) skip their scenario.
 type Options struct {
 	// DatabaseURL is a server to benchmark on (a scratch database is created there and
 	// dropped afterwards); empty starts a private PostgreSQL in a temporary directory.
 	DatabaseURL string
-	// Durable keeps fsync on for the private PostgreSQL (default off: the figures then
-	// measure the relay, not this machine's disk).
-	Durable bool
+	// Fast turns fsync, synchronous_commit and full_page_writes off in the private
+	// PostgreSQL (default on). It has no effect with DatabaseURL.
+	Fast bool
+	// PGBinDir is where the private PostgreSQL's server binaries are; empty: found.
+	PGBinDir string
 	// RelayBinary is the relay executable to run (normally this very binary).
 	RelayBinary string
 	// RelayEnv is extra environment for the relay process (e.g. RELAY_WORKERS=128).
 	RelayEnv []string
+	// Scenarios lists the scenario ids to run (see AllScenarios); empty runs all.
+	Scenarios []string
 
 	Rate         int           // (a) events per second
 	SteadyFor    time.Duration // (a) how long
@@ -53,12 +77,51 @@ type Options struct {
 	Webhooks     int           // (c) webhooks each event goes to
 	IdleFor      time.Duration // (d) how long idle
 
+	WriterFor     time.Duration // (w) length of one plain or emitting run
+	WriterRounds  int           // (w) plain/emit pairs per variant and client count
+	WriterClients []int         // (w) client connections
+	WriterRows    int           // (w) rows in the CMS's posts table
+
+	BacklogSizes []int // (e) backlog sizes drained to one webhook
+
+	Widths      []int // (f) webhooks per event
+	WidthEvents int   // (f) events at each width
+
+	BodySizes  []int // (g) body sizes in bytes
+	BodyEvents int   // (g) events at each size (at most BodyBudget bytes of bodies)
+	BodyBudget int   // (g) bytes of bodies at most per size
+
+	ReceiverDelays []time.Duration // (h) receiver latencies
+	ReceiverEvents int             // (h) events at each latency
+
+	// DrainTimeout bounds one drain; a drain that runs out is reported, with what it
+	// delivered so far, as a failed check, and the run goes on.
+	DrainTimeout time.Duration
+
 	Progress io.Writer
 }
 
 // DefaultOptions are the sizes of the issue's targets.
 func DefaultOptions() Options {
-	return Options{Rate: 500, SteadyFor: 20 * time.Second, Backlog: 100_000, FanoutEvents: 10_000, Webhooks: 10, IdleFor: 30 * time.Second}
+	return Options{
+		Rate: 500, SteadyFor: 20 * time.Second, Backlog: 100_000, FanoutEvents: 10_000, Webhooks: 10, IdleFor: 30 * time.Second,
+		WriterFor: 2 * time.Second, WriterRounds: 5, WriterClients: []int{1, 8}, WriterRows: 10_000,
+		BacklogSizes: []int{10_000, 100_000, 1_000_000},
+		Widths:       []int{1, 10, 100, 1000}, WidthEvents: 1000,
+		BodySizes: []int{200, 8 << 10, 64 << 10, 1 << 20}, BodyEvents: 1000, BodyBudget: 256 << 20,
+		ReceiverDelays: []time.Duration{5 * time.Millisecond, 50 * time.Millisecond}, ReceiverEvents: 2000,
+		DrainTimeout: 30 * time.Minute,
+	}
+}
+
+// Quick shrinks o to sizes that finish in about two minutes.
+func (o *Options) Quick() {
+	o.SteadyFor, o.Backlog, o.FanoutEvents, o.IdleFor = 5*time.Second, 10_000, 2_000, 5*time.Second
+	o.WriterFor, o.WriterRounds = time.Second, 3
+	o.BacklogSizes = []int{1000, 10_000}
+	o.Widths, o.WidthEvents = []int{1, 10, 100}, 100
+	o.BodyEvents, o.BodyBudget = 100, 16<<20
+	o.ReceiverEvents = 300
 }
 
 // Latency percentiles, commit to receipt.
@@ -66,45 +129,151 @@ type Latency struct {
 	P50, P90, P99, Max time.Duration
 }
 
-// Scenario is one scenario's figures.
+// Scenario is one delivering (or idle) run's figures.
 type Scenario struct {
-	Name            string        `json:"name"`
-	Events          int           `json:"events"`
-	Deliveries      int           `json:"deliveries"`
-	Duplicates      int           `json:"duplicates"`
-	Elapsed         time.Duration `json:"elapsed_ns"`
-	PerSecond       float64       `json:"deliveries_per_second"`
-	Latency         *Latency      `json:"latency,omitempty"`
-	RelayCPUSeconds float64       `json:"relay_cpu_seconds"`
-	RelayCPUPercent float64       `json:"relay_cpu_percent_of_one_core"`
-	PeakRSSMiB      float64       `json:"relay_peak_rss_mib"`
-	VsInsert        float64       `json:"ratio_to_raw_insert_tx"`
-	VsHTTP          float64       `json:"ratio_to_raw_http_post"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Mode is the server's durability, repeated here so that no figure travels without it.
+	Mode     string `json:"mode"`
+	Events   int    `json:"events"`
+	Webhooks int    `json:"webhooks,omitempty"`
+	// Expected deliveries; Lost counts (event, webhook) pairs never received.
+	Expected   int           `json:"expected_deliveries"`
+	Deliveries int           `json:"deliveries"`
+	Duplicates int           `json:"duplicates"`
+	Lost       int           `json:"lost"`
+	OK         bool          `json:"ok"`
+	Failure    string        `json:"failure,omitempty"`
+	Elapsed    time.Duration `json:"elapsed_ns"`
+	PerSecond  float64       `json:"deliveries_per_second"`
+	Latency    *Latency      `json:"latency,omitempty"`
+	// EmitPerSecond is the rate (a)'s writers reached (the target is --rate).
+	EmitPerSecond   float64 `json:"emitted_per_second,omitempty"`
+	RelayCPUSeconds float64 `json:"relay_cpu_seconds"`
+	RelayCPUPercent float64 `json:"relay_cpu_percent_of_one_core"`
+	PeakRSSMiB      float64 `json:"relay_peak_rss_mib"`
+	VsInsert        float64 `json:"ratio_to_raw_insert_tx"`
+	VsHTTP          float64 `json:"ratio_to_raw_http_post"`
+	// RelayEnv is environment this run gave the relay on top of the report's RelayEnv.
+	RelayEnv []string `json:"relay_env,omitempty"`
+
+	// The backlog written before the relay started (b, c, e, f, g, h).
+	WriteElapsed   time.Duration `json:"write_ns,omitempty"`
+	WritePerSecond float64       `json:"write_events_per_second,omitempty"`
+
+	BodyBytes     int           `json:"body_bytes,omitempty"`         // (g)
+	MBPerSecond   float64       `json:"mb_per_second,omitempty"`      // (g) 10^6 bytes of bodies delivered per second
+	ReceiverDelay time.Duration `json:"receiver_delay_ns,omitempty"`  // (h)
+	Advice        *Concurrency  `json:"concurrency_advice,omitempty"` // (h)
+
+	// Cost per delivery.
+	RelayCPUMicrosPerDelivery float64  `json:"relay_cpu_us_per_delivery,omitempty"`
+	PGCPUSeconds              *float64 `json:"postgres_cpu_seconds,omitempty"`
+	PGCPUMicrosPerDelivery    *float64 `json:"postgres_cpu_us_per_delivery,omitempty"`
+	// Statements are the top statements of the run by total time (pg_stat_statements);
+	// StatementsNote says why there are none ("n/a: ...").
+	Statements     []Statement `json:"statements,omitempty"`
+	StatementsNote string      `json:"statements_note,omitempty"`
+	// StatementsMicrosPerDelivery is the execution time of every statement of the run.
+	StatementsMicrosPerDelivery float64    `json:"statements_us_per_delivery,omitempty"`
+	Fanout                      *Statement `json:"fanout_statement,omitempty"`
+
+	// Tables are the relay's tables after the drain (relay stopped), and their sum
+	// divided by deliveries.
+	Tables             []TableSize `json:"tables,omitempty"`
+	PGBytesPerDelivery float64     `json:"pg_bytes_per_delivery,omitempty"`
+}
+
+// Concurrency is what (h) says a user must set for a receiver with that latency.
+type Concurrency struct {
+	// Relay's settings in the default run, and the in-flight ceiling they give.
+	WebhookConcurrency int     `json:"webhook_concurrency"`
+	Workers            int     `json:"workers"`
+	CeilingPerSecond   float64 `json:"ceiling_per_second"`
+	// TargetPerSecond is the relay's drain rate to an instant receiver in this run, and
+	// Needed the requests in flight it takes at this latency (Little's law).
+	TargetPerSecond float64 `json:"target_per_second"`
+	Needed          int     `json:"needed_webhook_concurrency"`
+	Setting         string  `json:"setting"`
+	// Verified is the rate of a run with Setting, if one was made.
+	VerifiedPerSecond float64 `json:"verified_per_second,omitempty"`
 }
 
 // Report is the whole run.
 type Report struct {
-	Machine        string     `json:"machine"`
-	PostgreSQL     string     `json:"postgresql"`
-	Durable        bool       `json:"durable"`
-	RelayEnv       []string   `json:"relay_env,omitempty"`
-	InsertTxPerSec float64    `json:"raw_insert_tx_per_second"`
-	InsertTx1Conn  float64    `json:"raw_insert_tx_per_second_1_conn"`
-	HTTPPerSec     float64    `json:"raw_http_post_per_second"`
-	Scenarios      []Scenario `json:"scenarios"`
+	Machine    string `json:"machine"`
+	PostgreSQL string `json:"postgresql"`
+	// Server is "private" (started by the bench) or "DATABASE_URL".
+	Server string `json:"server"`
+	// Mode is "durable (...)" or "fast (...)", from the server's own settings.
+	Mode              string `json:"mode"`
+	Durable           bool   `json:"durable"` // fsync and synchronous_commit on
+	Fsync             bool   `json:"fsync"`
+	SynchronousCommit string `json:"synchronous_commit"`
+	FullPageWrites    bool   `json:"full_page_writes"`
+	PGStatStatements  bool   `json:"pg_stat_statements"`
+	// PGStatStatementsNote says why statements are n/a.
+	PGStatStatementsNote string      `json:"pg_stat_statements_note,omitempty"`
+	RelayEnv             []string    `json:"relay_env,omitempty"`
+	InsertTxPerSec       float64     `json:"raw_insert_tx_per_second"`
+	InsertTx1Conn        float64     `json:"raw_insert_tx_per_second_1_conn"`
+	HTTPPerSec           float64     `json:"raw_http_post_per_second"`
+	Scenarios            []Scenario  `json:"scenarios"`
+	Writer               *WriterCost `json:"writer_cost,omitempty"`
 }
 
-// Run executes the baselines and every sized scenario.
+// Failed lists the scenarios that failed a check (duplicates, lost deliveries, a drain
+// that ran out of time).
+func (r *Report) Failed() []string {
+	var failed []string
+	for _, s := range r.Scenarios {
+		if !s.OK {
+			failed = append(failed, fmt.Sprintf("%s (%s)", s.Name, s.Failure))
+		}
+	}
+	if r.Writer != nil && !r.Writer.OK {
+		failed = append(failed, "w: "+r.Writer.Failure)
+	}
+	return failed
+}
+
+// Run executes the baselines and every selected, sized scenario. A scenario that fails a
+// check is reported and the run goes on; an error ends it (the report so far is
+// returned with it).
 func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
-	b := &bench{o: o, rep: &Report{Durable: o.Durable, RelayEnv: o.RelayEnv}}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 30 * time.Minute
+	}
+	want := map[string]bool{}
+	for _, id := range o.Scenarios {
+		if !slices.Contains(AllScenarios, id) {
+			return nil, fmt.Errorf("bench: unknown scenario %q (known: %s)", id, strings.Join(AllScenarios, ","))
+		}
+		want[id] = true
+	}
+	if len(want) == 0 {
+		for _, id := range AllScenarios {
+			want[id] = true
+		}
+	}
+	for _, n := range o.BodySizes {
+		if n < sizedOverhead || n > maxBody {
+			return nil, fmt.Errorf("bench: body size %d is out of range [%d, %d] (its JSON around the padding, the relay's limit)", n, sizedOverhead, maxBody)
+		}
+	}
+	b := &bench{o: o, rep: &Report{RelayEnv: o.RelayEnv}}
 	if err := b.startServer(ctx); err != nil {
 		return nil, err
 	}
 	defer b.stopServer()
+	defer b.dropTemplate()
 	b.rep.Machine = machine()
+	if err := b.readServer(ctx); err != nil {
+		return nil, err
+	}
 
 	b.progress("baseline: raw single-row INSERT transactions")
 	if err := b.baselineInsert(ctx); err != nil {
@@ -114,40 +283,76 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := b.baselineHTTP(ctx); err != nil {
 		return nil, err
 	}
-	type scenario struct {
+	type step struct {
+		id  string
 		on  bool
-		run func(context.Context) (Scenario, error)
+		run func(context.Context) ([]Scenario, error)
 	}
-	for _, s := range []scenario{
-		{o.Rate > 0 && o.SteadyFor > 0, b.steady},
-		{o.Backlog > 0, b.backlog},
-		{o.FanoutEvents > 0 && o.Webhooks > 0, b.fanout},
-		{o.IdleFor > 0, b.idle},
+	one := func(f func(context.Context) (Scenario, error)) func(context.Context) ([]Scenario, error) {
+		return func(ctx context.Context) ([]Scenario, error) {
+			s, err := f(ctx)
+			return []Scenario{s}, err
+		}
+	}
+	for _, s := range []step{
+		{ScenarioSteady, o.Rate > 0 && o.SteadyFor > 0, one(b.steady)},
+		{ScenarioBacklog, o.Backlog > 0, one(b.backlog)},
+		{ScenarioFanout, o.FanoutEvents > 0 && o.Webhooks > 0, one(b.fanout)},
+		{ScenarioIdle, o.IdleFor > 0, one(b.idle)},
+		{ScenarioWriter, o.WriterFor > 0 && o.WriterRounds > 0 && len(o.WriterClients) > 0, b.writerStep},
+		{ScenarioSizes, len(o.BacklogSizes) > 0, b.sizes},
+		{ScenarioWidths, len(o.Widths) > 0 && o.WidthEvents > 0, b.widths},
+		{ScenarioBodies, len(o.BodySizes) > 0 && o.BodyEvents > 0, b.bodies},
+		{ScenarioReceiver, len(o.ReceiverDelays) > 0 && o.ReceiverEvents > 0, b.slowReceivers},
 	} {
-		if !s.on {
+		if !s.on || !want[s.id] {
 			continue
 		}
 		res, err := s.run(ctx)
+		if err != nil && len(res) > 0 {
+			res = res[:len(res)-1] // the one the error cut short
+		}
+		for _, r := range res {
+			if r.Name == "" { // a step that produced no scenario row (w)
+				continue
+			}
+			b.add(r)
+		}
 		if err != nil {
 			return b.rep, err
 		}
-		if res.PerSecond > 0 {
-			res.VsInsert = res.PerSecond / b.rep.InsertTxPerSec
-			res.VsHTTP = res.PerSecond / b.rep.HTTPPerSec
-		}
-		b.rep.Scenarios = append(b.rep.Scenarios, res)
 	}
 	fmt.Fprintln(o.Progress)
 	return b.rep, nil
 }
 
+func (b *bench) add(r Scenario) {
+	if r.PerSecond > 0 {
+		r.VsInsert = r.PerSecond / b.rep.InsertTxPerSec
+		r.VsHTTP = r.PerSecond / b.rep.HTTPPerSec
+	}
+	b.rep.Scenarios = append(b.rep.Scenarios, r)
+}
+
 type bench struct {
-	o       Options
-	rep     *Report
-	admin   string // URL of a database to CREATE DATABASE from
-	srv     *pglocal.Server
-	tmpDir  string
-	dbCount int
+	o     Options
+	rep   *Report
+	admin string // URL of a database to CREATE DATABASE from
+	srv   *pglocal.Server
+	// tmpDir holds the private cluster.
+	tmpDir string
+	// stmtsPreloaded says pg_stat_statements is in the private cluster's
+	// shared_preload_libraries; with DATABASE_URL it is found out per database.
+	stmtsPreloaded bool
+	// instantRate is the drain rate to an instant receiver, 1 webhook, measured in this
+	// run ((b) or the first size of (e)), which (h) takes as what a slow receiver
+	// should get.
+	instantRate float64
+	// postmaster is the server's pid when it runs on this machine (0: not found), for
+	// PostgreSQL's CPU per delivery.
+	postmaster int
+	// tmpl is the migrated template every scratch database copies.
+	tmpl string
 }
 
 func (b *bench) progress(format string, args ...any) {
@@ -157,23 +362,57 @@ func (b *bench) progress(format string, args ...any) {
 func (b *bench) startServer(ctx context.Context) error {
 	if b.o.DatabaseURL != "" {
 		b.admin = b.o.DatabaseURL
+		b.rep.Server = "DATABASE_URL"
 		return nil
 	}
+	b.rep.Server = "private"
 	dir, err := os.MkdirTemp("", "relay-bench-")
 	if err != nil {
 		return fmt.Errorf("bench: temp dir: %w", err)
 	}
-	_ = os.Chmod(dir, 0o755)
+	_ = os.Chmod(dir, 0o755) // the server runs as another user when we are root
 	b.tmpDir = dir
 	settings := map[string]string{"shared_buffers": "512MB", "max_wal_size": "4GB"}
-	b.progress("starting a private PostgreSQL in %s", dir)
-	srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: dir + "/pg", Fast: !b.o.Durable, Settings: settings})
+	// pg_stat_statements gives the per-statement cost breakdown; it ships with the
+	// server (contrib), but a server refuses to start with a preload it cannot find.
+	if statementsInstalled(b.o.PGBinDir) {
+		settings["shared_preload_libraries"] = "pg_stat_statements"
+		settings["pg_stat_statements.track"] = "top"
+		b.stmtsPreloaded = true
+	}
+	b.progress("starting a private PostgreSQL (%s) in %s", map[bool]string{true: "fast: fsync off", false: "durable: fsync on"}[b.o.Fast], dir)
+	srv, err := pglocal.Start(ctx, pglocal.Options{DataDir: dir + "/pg", Fast: b.o.Fast, BinDir: b.o.PGBinDir, Settings: settings})
+	if err != nil && b.stmtsPreloaded {
+		// Installed where we looked but not loadable: go on without the breakdown.
+		delete(settings, "shared_preload_libraries")
+		delete(settings, "pg_stat_statements.track")
+		b.stmtsPreloaded = false
+		_ = os.RemoveAll(dir + "/pg")
+		srv, err = pglocal.Start(ctx, pglocal.Options{DataDir: dir + "/pg", Fast: b.o.Fast, BinDir: b.o.PGBinDir, Settings: settings})
+	}
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
 	b.srv = srv
 	b.admin = srv.URL("postgres")
 	return nil
+}
+
+// statementsInstalled looks for pg_stat_statements' library beside the server binaries
+// (Debian: /usr/lib/postgresql/N/{bin,lib}; a source build: PREFIX/{bin,lib}[/postgresql]).
+func statementsInstalled(bin string) bool {
+	if bin == "" {
+		var err error
+		if bin, err = pglocal.FindBinDir(); err != nil {
+			return false
+		}
+	}
+	for _, dir := range []string{"lib", "lib/postgresql", "lib64", "lib64/postgresql"} {
+		if _, err := os.Stat(filepath.Join(bin, "..", dir, "pg_stat_statements.so")); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *bench) stopServer() {
@@ -187,38 +426,59 @@ func (b *bench) stopServer() {
 	}
 }
 
-// newDatabase creates a migrated scratch database and returns its URL and a drop func.
-func (b *bench) newDatabase(ctx context.Context) (string, *pgxpool.Pool, func(), error) {
-	buf := make([]byte, 4)
-	_, _ = rand.Read(buf)
-	name := "relay_bench_" + hex.EncodeToString(buf)
-	admin, err := pgx.Connect(ctx, b.admin)
+// readServer reads the server's version and durability settings, whoever started it.
+func (b *bench) readServer(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, b.admin)
 	if err != nil {
-		return "", nil, nil, fmt.Errorf("bench: connect: %w", err)
+		return fmt.Errorf("bench: connect: %w", err)
 	}
-	defer admin.Close(ctx)
-	if b.rep.PostgreSQL == "" {
-		_ = admin.QueryRow(ctx, "SHOW server_version").Scan(&b.rep.PostgreSQL)
+	defer conn.Close(ctx)
+	var fsync, fpw string
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('fsync'),
+	        current_setting('synchronous_commit'), current_setting('full_page_writes')`).
+		Scan(&b.rep.PostgreSQL, &fsync, &b.rep.SynchronousCommit, &fpw); err != nil {
+		return fmt.Errorf("bench: read server settings: %w", err)
 	}
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+	var backend int
+	if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend); err == nil {
+		b.postmaster = findPostmaster(backend)
+	}
+	r := b.rep
+	r.Fsync, r.FullPageWrites = fsync == "on", fpw == "on"
+	r.Durable = r.Fsync && r.SynchronousCommit != "off"
+	kind := "durable"
+	if !r.Durable {
+		kind = "fast"
+	}
+	r.Mode = fmt.Sprintf("%s (fsync %s, synchronous_commit %s, full_page_writes %s)", kind, fsync, r.SynchronousCommit, fpw)
+	return nil
+}
+
+// shortMode is the mode as every printed figure carries it.
+func (r *Report) shortMode() string {
+	if r.Fsync {
+		if r.SynchronousCommit == "off" {
+			return "fsync on, synchronous_commit off"
+		}
+		return "fsync on"
+	}
+	return "fsync off"
+}
+
+// newDatabase creates a migrated scratch database and returns its URL, a pool, and a
+// func that closes the pool and drops the database. Databases are copies of one
+// migrated template, made on first use: a copy is one statement, a migration dozens.
+func (b *bench) newDatabase(ctx context.Context) (string, *pgxpool.Pool, func(), error) {
+	if err := b.ensureTemplate(ctx); err != nil {
+		return "", nil, nil, err
+	}
+	name := randomName("relay_bench_")
+	if err := b.adminExec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+" TEMPLATE "+pgx.Identifier{b.tmpl}.Sanitize()); err != nil {
 		return "", nil, nil, fmt.Errorf("bench: create database: %w", err)
 	}
-	cfg, err := pgx.ParseConfig(b.admin)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	cfg.Database = name
 	url := withDatabase(b.admin, name)
 	drop := func() {
-		c, err := pgx.Connect(context.Background(), b.admin)
-		if err == nil {
-			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-			_ = c.Close(context.Background())
-		}
-	}
-	if err := schema.Migrate(ctx, url); err != nil {
-		drop()
-		return "", nil, nil, err
+		_ = b.adminExec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
 	}
 	pcfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -232,6 +492,59 @@ func (b *bench) newDatabase(ctx context.Context) (string, *pgxpool.Pool, func(),
 		return "", nil, nil, err
 	}
 	return url, pool, func() { pool.Close(); drop() }, nil
+}
+
+// ensureTemplate makes the migrated template database once.
+func (b *bench) ensureTemplate(ctx context.Context) error {
+	if b.tmpl != "" {
+		return nil
+	}
+	name := randomName("relay_bench_tmpl_")
+	if err := b.adminExec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return fmt.Errorf("bench: create database: %w", err)
+	}
+	if err := schema.Migrate(ctx, withDatabase(b.admin, name)); err != nil {
+		_ = b.adminExec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+		return err
+	}
+	b.tmpl = name
+	return nil
+}
+
+// dropTemplate drops the template (at the end of the run: on a DATABASE_URL server it
+// would outlive the bench).
+func (b *bench) dropTemplate() {
+	if b.tmpl != "" {
+		_ = b.adminExec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{b.tmpl}.Sanitize()+" WITH (FORCE)")
+		b.tmpl = ""
+	}
+}
+
+// adminExec runs one statement on the admin connection's server. Copying a template
+// fails while a backend of its migration is still exiting ("being accessed by other
+// users"): that is retried.
+func (b *bench) adminExec(ctx context.Context, sql string) error {
+	conn, err := pgx.Connect(ctx, b.admin)
+	if err != nil {
+		return fmt.Errorf("bench: connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	for attempt := 1; ; attempt++ {
+		_, err := conn.Exec(ctx, sql)
+		var pgErr *pgconn.PgError
+		if err == nil || attempt >= 10 || !errors.As(err, &pgErr) || pgErr.Code != "55006" { // object_in_use
+			return err
+		}
+		if err := pause(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+func randomName(prefix string) string {
+	buf := make([]byte, 4)
+	_, _ = rand.Read(buf)
+	return prefix + hex.EncodeToString(buf)
 }
 
 // withDatabase swaps the database of a postgres:// URL or a key=value DSN.
@@ -295,13 +608,14 @@ func (b *bench) baselineInsert(ctx context.Context) error {
 }
 
 func (b *bench) baselineHTTP(ctx context.Context) error {
-	rc, err := newReceiver()
+	rc, err := newReceiver(0)
 	if err != nil {
 		return err
 	}
 	defer rc.close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	body := []byte(`{"post":{"current":{"id":"1","title":"x"},"previous":{}}}`)
+	defer client.CloseIdleConnections()
+	body := `{"post":{"current":{"id":"1","title":"x"},"previous":{}}}`
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	deadline := time.Now().Add(3 * time.Second)
@@ -311,7 +625,7 @@ func (b *bench) baselineHTTP(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(deadline) && ctx.Err() == nil {
-				resp, err := client.Post(rc.url, "application/json", strings.NewReader(string(body)))
+				resp, err := client.Post(rc.url, "application/json", strings.NewReader(body))
 				if err != nil {
 					return
 				}
@@ -329,368 +643,6 @@ func (b *bench) baselineHTTP(ctx context.Context) error {
 	return nil
 }
 
-// receiver counts deliveries and measures commit-to-receipt latency.
-type receiver struct {
-	url       string
-	srv       *http.Server
-	ln        net.Listener
-	committed sync.Map // event id -> time.Time of its commit
-	mu        sync.Mutex
-	seen      map[string]int
-	lat       []time.Duration
-	count     atomic.Int64
-	last      atomic.Int64 // unix nanos of the latest request
-}
-
-func newReceiver() (*receiver, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("bench: receiver: %w", err)
-	}
-	rc := &receiver{ln: ln, url: "http://" + ln.Addr().String() + "/hook", seen: map[string]int{}}
-	rc.srv = &http.Server{Handler: rc, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = rc.srv.Serve(ln) }()
-	return rc, nil
-}
-
-func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	_, _ = io.Copy(io.Discard, r.Body)
-	now := time.Now()
-	id := r.Header.Get("webhook-id")
-	rc.mu.Lock()
-	if id != "" {
-		rc.seen[id+r.URL.Path]++
-		if at, ok := rc.committed.Load(id); ok {
-			rc.lat = append(rc.lat, now.Sub(at.(time.Time)))
-		}
-	}
-	rc.mu.Unlock()
-	rc.count.Add(1)
-	rc.last.Store(now.UnixNano())
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (rc *receiver) duplicates() int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	d := 0
-	for _, n := range rc.seen {
-		d += n - 1
-	}
-	return d
-}
-
-func (rc *receiver) latency() *Latency {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if len(rc.lat) == 0 {
-		return nil
-	}
-	l := slices.Clone(rc.lat)
-	slices.Sort(l)
-	at := func(p float64) time.Duration { return l[min(len(l)-1, int(p*float64(len(l))))] }
-	return &Latency{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: l[len(l)-1]}
-}
-
-func (rc *receiver) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = rc.srv.Shutdown(ctx)
-}
-
-// relayProc is a running `relay run`, measured through /proc.
-type relayProc struct {
-	cmd  *exec.Cmd
-	done chan error
-	out  *strings.Builder
-}
-
-func (b *bench) startRelay(ctx context.Context, dbURL string) (*relayProc, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(b.o.RelayBinary, "run")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "RELAY_ADDR="+addr,
-		"RELAY_ALLOWED_TARGETS=127.0.0.1", "RELAY_LOG_FORMAT=json", "RELAY_LOG_LEVEL=warn")
-	cmd.Env = append(cmd.Env, b.o.RelayEnv...)
-	p := &relayProc{cmd: cmd, done: make(chan error, 1), out: &strings.Builder{}}
-	var mu sync.Mutex
-	cmd.Stderr = writerFunc(func(b []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return p.out.Write(b) })
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("bench: start relay: %w", err)
-	}
-	go func() { p.done <- cmd.Wait() }()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p, nil
-			}
-		}
-		select {
-		case err := <-p.done:
-			return nil, fmt.Errorf("bench: relay exited: %v: %s", err, p.out.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	p.stop()
-	return nil, errors.New("bench: relay not ready after 30s")
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
-
-// cpu returns user+system CPU seconds of the process so far.
-func (p *relayProc) cpu() float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	s := string(data)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	// fields[11], fields[12] are utime and stime (fields 14 and 15 of stat(5)).
-	ut, _ := strconv.ParseFloat(fields[11], 64)
-	st, _ := strconv.ParseFloat(fields[12], 64)
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
-}
-
-// peakRSS returns VmHWM in MiB.
-func (p *relayProc) peakRSS() float64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
-func (p *relayProc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func addWebhooks(ctx context.Context, pool *pgxpool.Pool, rc *receiver, n int) error {
-	for i := range n {
-		if _, err := pool.Exec(ctx, `INSERT INTO relay.webhooks (event, target_url) VALUES ('post.published', $1)`,
-			fmt.Sprintf("%s/%d", rc.url, i)); err != nil {
-			return fmt.Errorf("bench: add webhook: %w", err)
-		}
-	}
-	return nil
-}
-
-func payload(i int) []byte {
-	return fmt.Appendf(nil, `{"post":{"current":{"id":"%024d","title":"Benchmark post %d","status":"published"},"previous":{"status":"draft"}}}`, i, i)
-}
-
-// emitBacklog writes n events in transactions of 1000 before the relay starts.
-func emitBacklog(ctx context.Context, pool *pgxpool.Pool, n int, progress func(int)) error {
-	const batch = 1000
-	for i := 0; i < n; i += batch {
-		events := make([]outbox.Event, 0, batch)
-		for j := i; j < min(i+batch, n); j++ {
-			events = append(events, outbox.Event{Name: "post.published", Data: payload(j)})
-		}
-		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			_, err := outbox.EmitBatch(ctx, tx, events)
-			return err
-		}); err != nil {
-			return fmt.Errorf("bench: emit backlog: %w", err)
-		}
-		progress(min(i+batch, n))
-	}
-	return nil
-}
-
-// drain starts a relay on a prepared database and measures until want deliveries.
-func (b *bench) drain(ctx context.Context, name string, url string, rc *receiver, events, want int) (Scenario, error) {
-	res := Scenario{Name: name, Events: events}
-	p, err := b.startRelay(ctx, url)
-	if err != nil {
-		return res, err
-	}
-	defer p.stop()
-	start := time.Now()
-	cpu0 := p.cpu()
-	deadline := start.Add(10 * time.Minute)
-	for rc.count.Load() < int64(want) {
-		if time.Now().After(deadline) {
-			return res, fmt.Errorf("bench: %s: only %d of %d deliveries after 10 minutes", name, rc.count.Load(), want)
-		}
-		select {
-		case err := <-p.done:
-			return res, fmt.Errorf("bench: relay died: %v: %s", err, p.out.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-		b.progress("%s: %d/%d deliveries, %.0f/s", name, rc.count.Load(), want, float64(rc.count.Load())/time.Since(start).Seconds())
-	}
-	res.measure(p, rc, start, cpu0)
-	return res, nil
-}
-
-// fixture is a scratch database with webhooks pointing at a fresh receiver.
-type fixture struct {
-	url  string
-	pool *pgxpool.Pool
-	rc   *receiver
-	drop func()
-}
-
-func (f *fixture) close() { f.rc.close(); f.drop() }
-
-func (b *bench) setup(ctx context.Context, webhooks int) (*fixture, error) {
-	url, pool, drop, err := b.newDatabase(ctx)
-	if err != nil {
-		return nil, err
-	}
-	rc, err := newReceiver()
-	if err != nil {
-		drop()
-		return nil, err
-	}
-	f := &fixture{url: url, pool: pool, rc: rc, drop: drop}
-	if err := addWebhooks(ctx, pool, rc, webhooks); err != nil {
-		f.close()
-		return nil, err
-	}
-	return f, nil
-}
-
-// measure fills in what every delivering scenario reports, from start to the last
-// request the receiver got.
-func (s *Scenario) measure(p *relayProc, rc *receiver, start time.Time, cpu0 float64) {
-	s.Elapsed = time.Duration(rc.last.Load() - start.UnixNano())
-	s.Deliveries = int(rc.count.Load())
-	s.PerSecond = float64(s.Deliveries) / s.Elapsed.Seconds()
-	s.RelayCPUSeconds = p.cpu() - cpu0
-	s.RelayCPUPercent = 100 * s.RelayCPUSeconds / s.Elapsed.Seconds()
-	s.PeakRSSMiB = p.peakRSS()
-	s.Duplicates = rc.duplicates()
-}
-
-// steady is scenario (a): a steady rate of single-event transactions, one webhook.
-func (b *bench) steady(ctx context.Context) (Scenario, error) {
-	name := fmt.Sprintf("a: steady %d events/s for %s, 1 webhook", b.o.Rate, b.o.SteadyFor)
-	f, err := b.setup(ctx, 1)
-	if err != nil {
-		return Scenario{}, err
-	}
-	defer f.close()
-	url, pool, rc := f.url, f.pool, f.rc
-	p, err := b.startRelay(ctx, url)
-	if err != nil {
-		return Scenario{}, err
-	}
-	defer p.stop()
-	total := int(float64(b.o.Rate) * b.o.SteadyFor.Seconds())
-	cpu0 := p.cpu()
-	start := time.Now()
-	for i := range total {
-		due := start.Add(time.Duration(float64(i) / float64(b.o.Rate) * float64(time.Second)))
-		if err := pause(ctx, time.Until(due)); err != nil {
-			return Scenario{}, err
-		}
-		tx, err := pool.Begin(ctx)
-		if err != nil {
-			return Scenario{}, fmt.Errorf("bench: %w", err)
-		}
-		id, err := outbox.Emit(ctx, tx, "post.published", payload(i))
-		if err != nil {
-			_ = tx.Rollback(ctx)
-			return Scenario{}, err
-		}
-		if err := tx.Commit(ctx); err != nil {
-			return Scenario{}, fmt.Errorf("bench: commit: %w", err)
-		}
-		rc.committed.Store(id, time.Now())
-		if i%100 == 0 {
-			b.progress("%s: %d/%d events, %d delivered", name, i, total, rc.count.Load())
-		}
-	}
-	deadline := time.Now().Add(time.Minute)
-	for rc.count.Load() < int64(total) && time.Now().Before(deadline) {
-		if err := pause(ctx, 20*time.Millisecond); err != nil {
-			return Scenario{}, err
-		}
-	}
-	res := Scenario{Name: name, Events: total}
-	res.measure(p, rc, start, cpu0)
-	res.Latency = rc.latency()
-	return res, nil
-}
-
-// backlog is scenario (b): a backlog of events drained to one webhook.
-func (b *bench) backlog(ctx context.Context) (Scenario, error) {
-	return b.prefilled(ctx, fmt.Sprintf("b: drain a backlog of %d events, 1 webhook", b.o.Backlog), b.o.Backlog, 1)
-}
-
-// fanout is scenario (c): events fanned out to several webhooks.
-func (b *bench) fanout(ctx context.Context) (Scenario, error) {
-	return b.prefilled(ctx, fmt.Sprintf("c: %d events fanned out to %d webhooks", b.o.FanoutEvents, b.o.Webhooks), b.o.FanoutEvents, b.o.Webhooks)
-}
-
-func (b *bench) prefilled(ctx context.Context, name string, events, webhooks int) (Scenario, error) {
-	f, err := b.setup(ctx, webhooks)
-	if err != nil {
-		return Scenario{}, err
-	}
-	defer f.close()
-	url, pool, rc := f.url, f.pool, f.rc
-	if err := emitBacklog(ctx, pool, events, func(n int) { b.progress("%s: writing the backlog %d/%d", name, n, events) }); err != nil {
-		return Scenario{}, err
-	}
-	return b.drain(ctx, name, url, rc, events, events*webhooks)
-}
-
-// idle is scenario (d): a relay with nothing to do.
-func (b *bench) idle(ctx context.Context) (Scenario, error) {
-	name := fmt.Sprintf("d: idle for %s", b.o.IdleFor)
-	f, err := b.setup(ctx, 1)
-	if err != nil {
-		return Scenario{}, err
-	}
-	defer f.close()
-	p, err := b.startRelay(ctx, f.url)
-	if err != nil {
-		return Scenario{}, err
-	}
-	defer p.stop()
-	if err := pause(ctx, 2*time.Second); err != nil { // start-up work is not idling
-		return Scenario{}, err
-	}
-	cpu0 := p.cpu()
-	start := time.Now()
-	for time.Since(start) < b.o.IdleFor {
-		b.progress("%s: %.0fs", name, time.Since(start).Seconds())
-		if err := pause(ctx, time.Second); err != nil {
-			return Scenario{}, err
-		}
-	}
-	res := Scenario{Name: name, Elapsed: time.Since(start)}
-	res.RelayCPUSeconds = p.cpu() - cpu0
-	res.RelayCPUPercent = 100 * res.RelayCPUSeconds / res.Elapsed.Seconds()
-	res.PeakRSSMiB = p.peakRSS()
-	return res, nil
-}
-
 func machine() string {
 	mem := ""
 	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
@@ -703,30 +655,6 @@ func machine() string {
 	}
 	return fmt.Sprintf("%d cores%s, %s %s/%s", runtime.NumCPU(), mem, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
-
-// Print writes the report as a table.
-func (r *Report) Print(w io.Writer) {
-	fmt.Fprintf(w, "machine: %s; PostgreSQL %s (fsync %s)\n", r.Machine, r.PostgreSQL, map[bool]string{true: "on", false: "off"}[r.Durable])
-	if len(r.RelayEnv) > 0 {
-		fmt.Fprintf(w, "relay env: %s\n", strings.Join(r.RelayEnv, " "))
-	}
-	fmt.Fprintf(w, "baseline: raw single-row INSERT tx/s %.0f (8 conns), %.0f (1 conn); raw HTTP POST/s %.0f (64 conns)\n",
-		r.InsertTxPerSec, r.InsertTx1Conn, r.HTTPPerSec)
-	for _, s := range r.Scenarios {
-		fmt.Fprintf(w, "\n%s\n", s.Name)
-		if s.Deliveries > 0 {
-			fmt.Fprintf(w, "  deliveries %d in %s: %.0f/s = %.2fx raw INSERT tx/s, %.3fx raw HTTP POST/s; duplicates %d\n",
-				s.Deliveries, s.Elapsed.Round(time.Millisecond), s.PerSecond, s.VsInsert, s.VsHTTP, s.Duplicates)
-		}
-		if s.Latency != nil {
-			fmt.Fprintf(w, "  latency commit->receipt: p50 %s  p90 %s  p99 %s  max %s\n",
-				ms(s.Latency.P50), ms(s.Latency.P90), ms(s.Latency.P99), ms(s.Latency.Max))
-		}
-		fmt.Fprintf(w, "  relay CPU %.2fs (%.2f%% of one core), peak RSS %.1f MiB\n", s.RelayCPUSeconds, s.RelayCPUPercent, s.PeakRSSMiB)
-	}
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond)) }
 
 // pause waits d (nothing when d <= 0) unless ctx ends first (Ctrl-C stops the bench).
 func pause(ctx context.Context, d time.Duration) error {

@@ -44,6 +44,33 @@ func (c *EventsRegisterCmd) Run(ctx context.Context, g *Globals) error {
 // DeliveriesCmd reads deliveries.
 type DeliveriesCmd struct {
 	List DeliveriesListCmd `cmd:"" help:"List deliveries, newest first."`
+	Skip DeliveriesSkipCmd `cmd:"" help:"Pass over a failed delivery, so that the later deliveries of its ordered key go."`
+}
+
+// DeliveriesSkipCmd is the other way out of a failed delivery of an ordered key (the
+// first is relay redeliver): the key's later deliveries go, without it.
+type DeliveriesSkipCmd struct {
+	Delivery int64 `arg:"" help:"Id of the failed delivery."`
+}
+
+func (c *DeliveriesSkipCmd) Run(ctx context.Context, g *Globals) error {
+	return g.withDB(ctx, func(db *database) error {
+		released, err := store.Skip(ctx, db.Pool, c.Delivery)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("no delivery %d", c.Delivery)
+		case errors.Is(err, store.ErrNotFailed):
+			return fmt.Errorf("delivery %d has not failed: %w", c.Delivery, err)
+		case err != nil:
+			return err
+		}
+		if released > 0 {
+			fmt.Printf("skipped delivery %d; the next delivery of its key is due now\n", c.Delivery)
+		} else {
+			fmt.Printf("skipped delivery %d\n", c.Delivery)
+		}
+		return nil
+	})
 }
 
 // filterFlags are the filters events list and deliveries list share.
@@ -51,7 +78,7 @@ type filterFlags struct {
 	Event   string `name:"event" help:"Event name, trailing wildcard (post.*) or *."`
 	Source  string `name:"source" help:"Events created by: emit, stripe, ghost (any site) or ghost:<site id>."`
 	Webhook string `name:"webhook" help:"Webhook id."`
-	Status  string `name:"status" enum:",pending,succeeded,failed,cancelled" default:"" help:"Delivery status: pending, succeeded, failed or cancelled."`
+	Status  string `name:"status" enum:",pending,succeeded,failed,cancelled,skipped" default:"" help:"Delivery status: pending, succeeded, failed, cancelled or skipped."`
 	Since   string `name:"since" help:"From this time: RFC 3339, a date (2024-05-01), or a duration ago (24h, 7d)."`
 	Until   string `name:"until" help:"Before this time (same forms as --since)."`
 	Limit   int    `name:"limit" default:"50" help:"At most this many (1-1000)."`
@@ -164,7 +191,7 @@ func printDelivery(d audit.Delivery) {
 	if d.TargetURL != nil {
 		target = *d.TargetURL
 	}
-	fmt.Printf("\ndelivery %d  webhook %s  %s\n  status %s after %d attempt(s)", d.ID, d.WebhookID, target, d.Status, d.Attempts)
+	fmt.Printf("\ndelivery %d  webhook %s  %s\n  status %s after %d attempt(s)", d.ID, d.WebhookID, target, deliveryState(d), d.Attempts)
 	if d.NextAttemptAt != nil {
 		fmt.Printf(", next attempt %s", d.NextAttemptAt.UTC().Format(time.RFC3339))
 	}
@@ -216,7 +243,7 @@ func (c *DeliveriesListCmd) Run(ctx context.Context, g *Globals) error {
 			case d.LastStatusCode != nil:
 				last = strconv.Itoa(*d.LastStatusCode)
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.EventID, d.Event, d.WebhookID, d.Status,
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.EventID, d.Event, d.WebhookID, deliveryState(d),
 				d.Attempts, clipText(last, 40), d.CreatedAt.UTC().Format(time.RFC3339))
 		}
 		if err := tw.Flush(); err != nil {
@@ -224,6 +251,14 @@ func (c *DeliveriesListCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		return moreHint(next)
 	})
+}
+
+// deliveryState is the status as listings show it: a held delivery says what it waits for.
+func deliveryState(d audit.Delivery) string {
+	if d.Held && d.OrderingKey != nil {
+		return "pending (held: key " + clipText(*d.OrderingKey, 24) + ")"
+	}
+	return d.Status
 }
 
 func clipText(s string, n int) string {
@@ -239,7 +274,7 @@ type RedeliverCmd struct {
 	Event    string `name:"event" help:"Redeliver every delivery of this event id."`
 	Webhook  string `name:"webhook" help:"Redeliver this webhook's failed deliveries (with --since)."`
 	Since    string `name:"since" help:"With --webhook: deliveries created since (RFC 3339, a date, or 24h, 7d)."`
-	Status   string `name:"status" enum:"failed,cancelled,succeeded,pending" default:"failed" help:"With --webhook: which deliveries (default failed)."`
+	Status   string `name:"status" enum:"failed,cancelled,succeeded,pending,skipped" default:"failed" help:"With --webhook: which deliveries (default failed)."`
 	// Ghost does not deduplicate Stripe events: re-sending one it processed would
 	// process it twice, so a signed re-send is never the default.
 	StripeSignature bool `name:"stripe-signature" help:"Sign redelivered Stripe events with Stripe-Signature again (to webhooks marked --stripe-signature). Off: they go unsigned, and Ghost refuses them."`

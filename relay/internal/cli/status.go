@@ -47,7 +47,7 @@ func (c *StatusCmd) Run(ctx context.Context, g *Globals) error {
 		fmt.Printf("outbox backlog: %d unread event(s)%s\n", sum.Backlog, oldest)
 		fmt.Printf("deliveries: %d pending, %d failed\n\n", sum.Pending, sum.Failed)
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "WEBHOOK\tEVENT\tTARGET URL\tSTATUS\tPENDING\tFAILED\tLAST ATTEMPT\tLAST ERROR")
+		fmt.Fprintln(tw, "WEBHOOK\tEVENT\tTARGET URL\tSTATUS\tPENDING\tFAILED\tHELD\tLAST ATTEMPT\tLAST ERROR")
 		for _, w := range ws {
 			last, lastErr := "-", "-"
 			if w.LastTriggeredAt != nil {
@@ -60,8 +60,15 @@ func (c *StatusCmd) Run(ctx context.Context, g *Globals) error {
 			if w.DisabledReason != nil {
 				st += ": " + oneLine(*w.DisabledReason, 60)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", w.ID, w.Event, w.TargetURL, st,
-				strconv.FormatInt(w.Pending, 10), strconv.FormatInt(w.Failed, 10), last, lastErr)
+			held := "-" // not ordered
+			if w.Ordered {
+				held = strconv.FormatInt(w.Held, 10)
+				if w.BlockedKeys > 0 {
+					held += fmt.Sprintf(" (%d key(s) blocked by a failed delivery: redeliver or skip it)", w.BlockedKeys)
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", w.ID, w.Event, w.TargetURL, st,
+				strconv.FormatInt(w.Pending, 10), strconv.FormatInt(w.Failed, 10), held, last, lastErr)
 		}
 		return tw.Flush()
 	})

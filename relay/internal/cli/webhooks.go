@@ -27,6 +27,7 @@ type WebhooksAddCmd struct {
 	// Only here, never through the Admin API: the mark decides who receives a signature
 	// Ghost trusts as Stripe's.
 	StripeSignature bool `name:"stripe-signature" help:"Add Stripe-Signature (keyed with WEBHOOK_SECRET) to the Stripe events this webhook gets: for Ghost's /members/webhooks/stripe/. Only for a stripe.* or stripe.<type> webhook."`
+	Ordered         bool `name:"ordered" help:"Deliver the events of each ordering key (the post, page, tag or member they are about, or the key given at emit) one at a time, in commit order; a failed one holds back the later ones of its key until redelivered or skipped."`
 	JSON            bool `name:"json" help:"Print JSON."`
 }
 
@@ -37,7 +38,7 @@ func (c *WebhooksAddCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	return withStore(ctx, g, func(st webhook.Store) error {
 		w, err := st.Add(ctx, webhook.Input{Event: &c.Event, TargetURL: &c.TargetURL, Name: optional(c.Name),
-			Secret: optional(c.Secret), IntegrationID: c.IntegrationID, StripeSignature: &c.StripeSignature})
+			Secret: optional(c.Secret), IntegrationID: c.IntegrationID, StripeSignature: &c.StripeSignature, Ordered: &c.Ordered})
 		if err != nil {
 			return err
 		}
@@ -77,7 +78,7 @@ func (c *WebhooksListCmd) Run(ctx context.Context, g *Globals) error {
 			return printJSON(ws)
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tEVENT\tTARGET URL\tINTEGRATION\tSTATUS\tSTRIPE SIGNATURE\tLAST TRIGGERED\tLAST STATUS")
+		fmt.Fprintln(tw, "ID\tEVENT\tTARGET URL\tINTEGRATION\tSTATUS\tORDERED\tSTRIPE SIGNATURE\tLAST TRIGGERED\tLAST STATUS")
 		for _, w := range ws {
 			last, status := "-", "-"
 			if w.LastTriggeredAt != nil {
@@ -88,14 +89,17 @@ func (c *WebhooksListCmd) Run(ctx context.Context, g *Globals) error {
 			} else if w.LastTriggeredError != nil {
 				status = *w.LastTriggeredError
 			}
-			integration, stripeSig := "-", "-"
+			integration, stripeSig, ordered := "-", "-", "-"
+			if w.Ordered {
+				ordered = "yes"
+			}
 			if w.IntegrationID != nil {
 				integration = *w.IntegrationID
 			}
 			if w.StripeSignature {
 				stripeSig = "yes"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", w.ID, w.Event, w.TargetURL, integration, w.Status, stripeSig, last, status)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", w.ID, w.Event, w.TargetURL, integration, w.Status, ordered, stripeSig, last, status)
 		}
 		return tw.Flush()
 	})
@@ -110,6 +114,7 @@ type WebhooksEditCmd struct {
 	Status    *string `name:"status" enum:"active,disabled" help:"active or disabled."`
 	// A pointer: unset keeps the mark (unless the event or URL changes, which clears it).
 	StripeSignature *bool `name:"stripe-signature" negatable:"" help:"Mark (--stripe-signature) or unmark (--no-stripe-signature) for Stripe-Signature. Changing --event or --target-url clears the mark unless given again."`
+	Ordered         *bool `name:"ordered" negatable:"" help:"Make the webhook ordered (--ordered) or not (--no-ordered, which lets its held deliveries go at once). Deliveries created before --ordered are not ordered."`
 	JSON            bool  `name:"json" help:"Print JSON."`
 }
 
@@ -120,7 +125,7 @@ func (c *WebhooksEditCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	return withStore(ctx, g, func(st webhook.Store) error {
 		w, err := st.Edit(ctx, c.ID, webhook.Input{Event: c.Event, TargetURL: c.TargetURL, Name: optional(c.Name),
-			Secret: optional(c.Secret), Status: c.Status, StripeSignature: c.StripeSignature})
+			Secret: optional(c.Secret), Status: c.Status, StripeSignature: c.StripeSignature, Ordered: c.Ordered})
 		if err != nil {
 			return err
 		}

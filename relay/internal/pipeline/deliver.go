@@ -331,7 +331,7 @@ func (d *deliverer) sign(h http.Header, c *store.Claimed, now time.Time) error {
 func (d *deliverer) decide(c *store.Claimed, res attemptResult) store.Outcome {
 	out := store.Outcome{Lease: c.Lease, Started: res.Started, Duration: res.Duration, StatusCode: res.StatusCode,
 		Error: res.Error, GhostError: res.GhostError, Excerpt: res.Excerpt, FinalURL: res.FinalURL, Status: store.Pending,
-		CommittedAt: c.CommittedAt}
+		CommittedAt: c.CommittedAt, Keyed: c.OrderingKey != ""}
 	switch {
 	case res.succeeded():
 		out.Status = store.Succeeded

@@ -32,6 +32,7 @@ func registerAudit(mux *http.ServeMux, d Deps) {
 		mux.HandleFunc("GET /relay/v1/deliveries"+slash, d.requireKey(d.auditDeliveries))
 		mux.HandleFunc("GET /relay/v1/deliveries/{id}"+slash, d.requireKey(d.auditDelivery))
 		mux.HandleFunc("POST /relay/v1/deliveries/{id}/redeliver"+slash, d.requireKey(d.auditRedeliver))
+		mux.HandleFunc("POST /relay/v1/deliveries/{id}/skip"+slash, d.requireKey(d.auditSkip))
 	}
 }
 
@@ -45,7 +46,7 @@ func (d Deps) auditError(w http.ResponseWriter, r *http.Request, err error) {
 		writeAPIError(w, actionNone, &apiError{Type: "ValidationError", Message: inv.Message, Property: inv.Field})
 	case errors.Is(err, audit.ErrNotFound):
 		writeAPIError(w, actionNone, &apiError{Type: "NotFoundError", Message: "Resource not found."})
-	case errors.Is(err, store.ErrInFlight), errors.Is(err, store.ErrWebhookInactive):
+	case errors.Is(err, store.ErrInFlight), errors.Is(err, store.ErrWebhookInactive), errors.Is(err, store.ErrNotFailed):
 		writeAPIError(w, actionNone, &apiError{Type: "ConflictError", Message: err.Error()})
 	default:
 		internalError(d, w, r, actionNone, err)
@@ -181,6 +182,29 @@ func (d Deps) auditRedeliver(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"delivery": del})
+}
+
+// auditSkip passes over a failed delivery, so that the later deliveries of its ordered
+// key go.
+func (d Deps) auditSkip(w http.ResponseWriter, r *http.Request) {
+	id, err := deliveryID(r)
+	if err != nil {
+		d.auditError(w, r, err)
+		return
+	}
+	released, err := store.Skip(r.Context(), d.Pool, id)
+	if err != nil {
+		d.auditError(w, r, err)
+		return
+	}
+	d.Log.Info().Str("key_id", keyID(r.Context())).Int64("delivery_id", id).Int64("released", released).
+		Msg("delivery skipped through the audit API")
+	del, err := d.auditStore().GetDelivery(r.Context(), id)
+	if err != nil {
+		d.auditError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"delivery": del, "released": released})
 }
 
 func (d Deps) auditRedeliverEvent(w http.ResponseWriter, r *http.Request) {

@@ -74,6 +74,13 @@ type Webhook struct {
 	DisabledReason *string `json:"disabled_reason"`
 	Pending        int64   `json:"pending"`
 	Failed         int64   `json:"failed"`
+	// Ordered webhooks deliver each key's events one at a time. Held counts their
+	// pending deliveries that wait for an earlier one of their key; BlockedKeys the keys
+	// whose earliest unfinished delivery failed, which hold until it is redelivered or
+	// skipped (relay deliveries skip).
+	Ordered     bool  `json:"ordered"`
+	Held        int64 `json:"held"`
+	BlockedKeys int64 `json:"blocked_keys"`
 	// LastTriggeredAt, LastStatus and LastError describe the most recent recorded
 	// attempt; LastError is nil when that attempt succeeded.
 	LastTriggeredAt *time.Time `json:"last_triggered_at"`
@@ -89,13 +96,16 @@ type Webhook struct {
 const webhooksSQL = `
 SELECT w.id, w.event, w.target_url, w.status, w.disabled_reason,
        coalesce(d.pending, 0), coalesce(d.failed, 0),
+       w.ordered, coalesce(d.held, 0), coalesce(d.blocked_keys, 0),
        w.last_triggered_at, w.last_triggered_status, w.last_attempt_error,
        w.last_success_at, w.failing_since
   FROM relay.webhooks w
   LEFT JOIN (
         SELECT webhook_id,
                count(*) FILTER (WHERE status = 'pending') AS pending,
-               count(*) FILTER (WHERE status = 'failed') AS failed
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               count(*) FILTER (WHERE status = 'pending' AND next_attempt_at IS NULL) AS held,
+               count(DISTINCT ordering_key) FILTER (WHERE status = 'failed') AS blocked_keys
           FROM relay.deliveries
          WHERE status IN ('pending', 'failed')
          GROUP BY webhook_id
@@ -112,7 +122,7 @@ func ReadWebhooks(ctx context.Context, pool *pgxpool.Pool) ([]Webhook, error) {
 	ws, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Webhook, error) {
 		var w Webhook
 		err := row.Scan(&w.ID, &w.Event, &w.TargetURL, &w.Status, &w.DisabledReason,
-			&w.Pending, &w.Failed, &w.LastTriggeredAt, &w.LastStatus, &w.LastError,
+			&w.Pending, &w.Failed, &w.Ordered, &w.Held, &w.BlockedKeys, &w.LastTriggeredAt, &w.LastStatus, &w.LastError,
 			&w.LastSuccessAt, &w.FailingSince)
 		w.TargetURL = webhook.MaskURL(w.TargetURL)
 		return w, err

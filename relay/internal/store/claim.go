@@ -51,7 +51,7 @@ RETURNING d.id, d.lease_token, d.event_id, d.attempts, d.next_attempt_at,
           -- Stripe's signature only for what the Stripe endpoint created, only to a
           -- webhook an operator marked, and not on a redelivery unless asked for.
           (o.source = 'stripe' AND w.stripe_signature AND d.sign_stripe),
-          coalesce(o.metadata ->> 'content_version', '')`
+          coalesce(o.metadata ->> 'content_version', ''), coalesce(d.ordering_key, '')`
 
 // Lease identifies one claimed delivery: the token fences every write of its result.
 type Lease struct {
@@ -76,6 +76,9 @@ type Claimed struct {
 	// ContentVersion is the Content-Version the event's Ghost site sent; empty for
 	// events from elsewhere.
 	ContentVersion string
+	// OrderingKey is set for a delivery of an ordered webhook's key: its result must
+	// let the key's next delivery go (see Record).
+	OrderingKey string
 }
 
 // ClaimRequest says how much a claim may take.
@@ -106,7 +109,7 @@ func Claim(ctx context.Context, q Querier, r ClaimRequest) ([]Claimed, error) {
 		var c Claimed
 		var body string
 		err := row.Scan(&c.ID, &c.Token, &c.EventID, &c.Attempts, &c.DueAt,
-			&c.WebhookID, &c.TargetURL, &c.Secret, &c.Event, &body, &c.CommittedAt, &c.StripeSign, &c.ContentVersion)
+			&c.WebhookID, &c.TargetURL, &c.Secret, &c.Event, &body, &c.CommittedAt, &c.StripeSign, &c.ContentVersion, &c.OrderingKey)
 		c.Body = []byte(body)
 		return c, err
 	})

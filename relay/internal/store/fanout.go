@@ -30,7 +30,7 @@ WITH cur AS (
     -- LATERAL makes cur's values parameters of the index scan, which then starts at
     -- the current event; as a plain join the planner scans the outbox from its start.
     SELECT e.* FROM cur CROSS JOIN LATERAL (
-        SELECT o."uuid", o.metadata, o.payload, o.source, o.created_at, o.transaction_id, o."offset"
+        SELECT o."uuid", o.metadata, o.payload, o.source, o.created_at, o.transaction_id, o."offset", o.ordering_key
           FROM relay.outbox o
          WHERE (o.transaction_id, o."offset") >= (cur.transaction_id, cur."offset")
            AND o.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -40,37 +40,65 @@ WITH cur AS (
 ), room AS (
     SELECT * FROM unnest($5::text[], $6::int[]) AS r(webhook_id, n)
 ), pairs AS (
-    SELECT e."uuid"::uuid AS event_id, w.id AS webhook_id, e.transaction_id, e."offset",
-           row_number() OVER (PARTITION BY w.id ORDER BY e.transaction_id, e."offset") <= coalesce(room.n, $7)
-           AND row_number() OVER (ORDER BY e.transaction_id, e."offset", w.id) <= $8 AS lease
+    SELECT e."uuid"::uuid AS event_id, w.id AS webhook_id, e.transaction_id, e."offset", room.n AS room,
+           CASE WHEN w.ordered THEN relay.event_key(e.metadata ->> 'event', e.payload, e.ordering_key) END AS okey
       FROM evs e
       JOIN relay.webhooks w
         ON w.status = 'active'
        AND w.created_at <= e.created_at
        AND relay.event_matches(w.event, e.metadata ->> 'event')
       LEFT JOIN room ON room.webhook_id = w.id
+), fresh AS (
+    -- A delivery of an ordered key is held when an unfinished one of its key exists,
+    -- or comes before it in this batch. (A relay may be recording the end of that one
+    -- right now, unaware of the new delivery: FanOut checks the held ones' keys again
+    -- once this has committed.) Pairs of an ordered key that exist already (a batch
+    -- read again) are left out, so that they do not count as earlier in the batch;
+    -- ON CONFLICT covers the others.
+    SELECT p.*,
+           CASE WHEN p.okey IS NULL THEN false
+                ELSE row_number() OVER (PARTITION BY p.webhook_id, p.okey ORDER BY p.transaction_id, p."offset") > 1
+                     OR EXISTS (SELECT 1 FROM relay.deliveries b
+                                 WHERE b.webhook_id = p.webhook_id AND b.ordering_key = p.okey
+                                   AND b.status IN ('pending', 'failed')) END AS held
+      FROM pairs p
+     WHERE p.okey IS NULL
+        OR NOT EXISTS (SELECT 1 FROM relay.deliveries x WHERE x.event_id = p.event_id AND x.webhook_id = p.webhook_id)
+), leasing AS (
+    SELECT f.*,
+           NOT f.held
+           AND row_number() OVER (PARTITION BY f.webhook_id, f.held ORDER BY f.transaction_id, f."offset") <= coalesce(f.room, $7)
+           AND row_number() OVER (PARTITION BY f.held ORDER BY f.transaction_id, f."offset", f.webhook_id) <= $8 AS lease
+      FROM fresh f
 ), ins AS (
-    INSERT INTO relay.deliveries (event_id, webhook_id, next_attempt_at, lease_owner, lease_token, lease_expires_at)
-    SELECT p.event_id, p.webhook_id, now(),
+    INSERT INTO relay.deliveries (event_id, webhook_id, next_attempt_at, lease_owner, lease_token, lease_expires_at,
+                                  ordering_key, event_tx, event_offset)
+    SELECT p.event_id, p.webhook_id,
+           CASE WHEN NOT p.held THEN now() END,
            CASE WHEN p.lease THEN $3 END,
            CASE WHEN p.lease THEN gen_random_uuid() END,
-           CASE WHEN p.lease THEN now() + $4::interval END
-      FROM pairs p
+           CASE WHEN p.lease THEN now() + $4::interval END,
+           p.okey,
+           CASE WHEN p.okey IS NOT NULL THEN p.transaction_id END,
+           CASE WHEN p.okey IS NOT NULL THEN p."offset" END
+      FROM leasing p
      ORDER BY p.transaction_id, p."offset", p.webhook_id
     ON CONFLICT (event_id, webhook_id) DO NOTHING
-    RETURNING id, lease_token, event_id, webhook_id, attempts, next_attempt_at
+    RETURNING id, lease_token, event_id, webhook_id, attempts, next_attempt_at, ordering_key
 ), notified AS (
-    SELECT pg_notify('relay_deliveries', '') FROM (SELECT 1 FROM ins WHERE lease_token IS NULL LIMIT 1) AS unleased
+    SELECT pg_notify('relay_deliveries', '')
+      FROM (SELECT 1 FROM ins WHERE lease_token IS NULL AND next_attempt_at IS NOT NULL LIMIT 1) AS unleased
 )
 SELECT id, lease_token, event_id, attempts, next_attempt_at, webhook_id, target_url, secret,
-       event, body, created_at, stripe_sign, content_version, covered
+       event, body, created_at, stripe_sign, content_version, ordering_key, covered, held
   FROM (
     SELECT 0 AS part, NULL::xid8 AS tx, NULL::bigint AS off,
            NULL::bigint AS id, NULL::uuid AS lease_token, NULL::uuid AS event_id, 0 AS attempts,
            NULL::timestamptz AS next_attempt_at, NULL::text AS webhook_id, NULL::text AS target_url,
            NULL::text AS secret, NULL::text AS event, NULL::text AS body, NULL::timestamptz AS created_at,
-           false AS stripe_sign, ''::text AS content_version,
-           (SELECT array_agg(e."uuid"::text) FROM evs e) AS covered
+           false AS stripe_sign, ''::text AS content_version, NULL::text AS ordering_key,
+           (SELECT array_agg(e."uuid"::text) FROM evs e) AS covered,
+           (SELECT array_agg(i.id) FROM ins i WHERE i.next_attempt_at IS NULL) AS held
       FROM (SELECT count(*) FROM notified) AS n
     UNION ALL
     SELECT 1, e.transaction_id, e."offset",
@@ -79,7 +107,8 @@ SELECT id, lease_token, event_id, attempts, next_attempt_at, webhook_id, target_
            e.metadata ->> 'event', e.payload::text, e.created_at,
            (e.source = 'stripe' AND w.stripe_signature),
            coalesce(e.metadata ->> 'content_version', ''),
-           NULL
+           i.ordering_key,
+           NULL, NULL
       FROM ins i
       JOIN relay.webhooks w ON w.id = i.webhook_id
       JOIN evs e ON e."uuid"::uuid = i.event_id
@@ -115,21 +144,26 @@ func FanOut(ctx context.Context, q Querier, r FanOutRequest) (covered map[string
 	}
 	first := true
 	var events []string
+	var held []int64
 	leased, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claimed, error) {
 		var c Claimed
 		var id *int64
 		var token, event, body, target, secret, webhook *string
 		var due, committed *time.Time
-		var eventID *string
+		var eventID, key *string
 		var rowEvents []string // set in the first row only
+		var rowHeld []int64    // set in the first row only
 		err := row.Scan(&id, &token, &eventID, &c.Attempts, &due, &webhook, &target, &secret,
-			&event, &body, &committed, &c.StripeSign, &c.ContentVersion, &rowEvents)
+			&event, &body, &committed, &c.StripeSign, &c.ContentVersion, &key, &rowEvents, &rowHeld)
 		if err != nil || first {
-			first, events = false, rowEvents
+			first, events, held = false, rowEvents, rowHeld
 			return c, err
 		}
 		c.ID, c.Token, c.EventID, c.DueAt = *id, *token, *eventID, *due
 		c.WebhookID, c.TargetURL, c.Secret, c.Event, c.Body, c.CommittedAt = *webhook, *target, *secret, *event, []byte(*body), *committed
+		if key != nil {
+			c.OrderingKey = *key
+		}
 		return c, nil
 	})
 	if err != nil {
@@ -144,6 +178,13 @@ func FanOut(ctx context.Context, q Querier, r FanOutRequest) (covered map[string
 	}
 	if _, ok := covered[r.EventID]; !ok {
 		return nil, nil, fmt.Errorf("fan out event %s: not yet visible", r.EventID)
+	}
+	if len(held) > 0 {
+		// A relay that recorded the end of a key's delivery while the statement ran did
+		// not see the deliveries it held behind it: look at those keys again, now.
+		if _, err := ReleaseNext(ctx, q, held); err != nil {
+			return nil, nil, fmt.Errorf("fan out event %s: %w", r.EventID, err)
+		}
 	}
 	return covered, leased, nil
 }

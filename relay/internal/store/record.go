@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Outcome is one finished attempt and the state it leaves its delivery in.
@@ -20,6 +22,9 @@ type Outcome struct {
 	NextAt     time.Time
 	// CommittedAt is the event's created_at: the lag of a success is counted from it.
 	CommittedAt time.Time
+	// Keyed says the delivery belongs to an ordered key (Claimed.OrderingKey): when it
+	// finishes, the key's next delivery is let go in the same transaction.
+	Keyed bool
 }
 
 // recordSQL writes a whole batch of outcomes in one statement: the attempt rows, the
@@ -146,23 +151,44 @@ func Record(ctx context.Context, q Querier, owner string, outcomes []Outcome) (m
 			nextAts[i] = &t
 		}
 	}
-	rows, err := q.Query(ctx, recordSQL, ids, tokens, started, durations, codes, errs, excerpts, statuses, nextAts, owner, ghostErrs, finalURLs, durBuckets, lagBuckets)
-	if err != nil {
-		return nil, fmt.Errorf("record %d attempts: %w", n, err)
+	// The results, and for ordered keys their locks and the release of their next
+	// deliveries, go in one batch: one round trip and one implicit transaction, so they
+	// commit together.
+	b := &pgx.Batch{}
+	keyed := keyedOutcomes(outcomes)
+	if len(keyed) > 0 {
+		b.Queue(lockKeysSQL, keyed)
 	}
-	defer rows.Close()
 	recorded := make(map[int64]bool, n)
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("record %d attempts: %w", n, err)
-		}
-		recorded[id] = true
+	b.Queue(recordSQL, ids, tokens, started, durations, codes, errs, excerpts, statuses, nextAts, owner, ghostErrs, finalURLs, durBuckets, lagBuckets).
+		Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var id int64
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				recorded[id] = true
+			}
+			return rows.Err()
+		})
+	if len(keyed) > 0 {
+		b.Queue(releaseNextSQL, keyed)
 	}
-	if err := rows.Err(); err != nil {
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("record %d attempts: %w", n, err)
 	}
 	return recorded, nil
+}
+
+// keyedOutcomes are the ids of the outcomes of ordered keys.
+func keyedOutcomes(outcomes []Outcome) []int64 {
+	var ids []int64
+	for _, o := range outcomes {
+		if o.Keyed {
+			ids = append(ids, o.ID)
+		}
+	}
+	return ids
 }
 
 func nonEmpty(s string) *string {

@@ -61,8 +61,9 @@ const redeliverBatch = 500
 // test runs on the locked row, so it cannot race with a relay claiming it.
 const redeliverSQL = `
 WITH cand AS (
-    SELECT d.id,
+    SELECT d.id, d.webhook_id, d.ordering_key, d.event_tx, d.event_offset,
            coalesce(w.status = 'active', false) AS webhook_ok,
+           coalesce(w.ordered, false) AND d.ordering_key IS NOT NULL AS keyed,
            (d.status = 'pending' AND d.lease_token IS NOT NULL AND d.lease_expires_at > now()) AS in_flight
       FROM relay.deliveries d
       LEFT JOIN relay.webhooks w ON w.id = d.webhook_id
@@ -70,12 +71,24 @@ WITH cand AS (
      ORDER BY d.id
      LIMIT $2
        FOR UPDATE OF d
+), go AS (
+    -- A delivery of an ordered key waits its turn (held) when another one of its key is
+    -- under way, or comes before it among those redelivered now.
+    SELECT c.id,
+           c.keyed AND (
+               row_number() OVER (PARTITION BY c.keyed, c.webhook_id, c.ordering_key ORDER BY c.event_tx, c.event_offset) > 1
+               OR EXISTS (SELECT 1 FROM relay.deliveries a
+                           WHERE a.webhook_id = c.webhook_id AND a.ordering_key = c.ordering_key AND a.id <> c.id
+                             AND (a.status = 'failed' OR (a.status = 'pending' AND a.next_attempt_at IS NOT NULL))
+                             AND a.id NOT IN (SELECT id FROM cand))) AS held
+      FROM cand c
+     WHERE c.webhook_ok AND NOT c.in_flight
 ), upd AS (
     UPDATE relay.deliveries d
-       SET status = 'pending', next_attempt_at = now(), sign_stripe = $3,
+       SET status = 'pending', next_attempt_at = CASE WHEN g.held THEN NULL ELSE now() END, sign_stripe = $3,
            lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-      FROM cand c
-     WHERE d.id = c.id AND c.webhook_ok AND NOT c.in_flight
+      FROM go g
+     WHERE d.id = g.id
     RETURNING d.id
 )
 SELECT c.id, c.webhook_ok, c.in_flight FROM cand c ORDER BY c.id`
@@ -88,6 +101,10 @@ var ErrNotFound = errors.New("not found")
 // on any status: a failed or cancelled delivery is tried again, a pending one waiting
 // for its next retry is tried now, and a succeeded one is sent once more (an explicit
 // operator action; receivers see the same webhook-id and can deduplicate).
+//
+// A delivery of an ordered webhook's key waits its turn: it goes at once only when no
+// other delivery of its key is under way, else after it (and before the key's later
+// deliveries that are held).
 //
 // A redelivered delivery continues its retry schedule from its attempt count: one
 // whose schedule was exhausted gets exactly one attempt, and is failed again if that
@@ -117,7 +134,7 @@ func Redeliver(ctx context.Context, pool Beginner, sel Selection) (Result, error
 			status = "failed"
 		}
 		if _, ok := ParseStatus(status); !ok {
-			return res, invalid.New("status", "status must be one of pending, succeeded, failed, cancelled, got %q", status)
+			return res, invalid.New("status", "status must be one of %s, got %q", StatusNames(), status)
 		}
 		// Status is checked above, so a literal is safe here; unlike a parameter it lets
 		// the planner use the partial index of failed deliveries.

@@ -8,6 +8,7 @@ package store
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -16,18 +17,29 @@ import (
 // Status is a delivery's state.
 type Status string
 
-// A delivery is Pending while it waits for its first attempt or a retry, Succeeded after
-// a 2xx, Failed when its retry schedule ran out (or on 410 Gone), and Cancelled when its
-// webhook was disabled or deleted.
+// A delivery is Pending while it waits for its first attempt or a retry (or, held, for
+// the one before it of its ordered key), Succeeded after a 2xx, Failed when its retry
+// schedule ran out (or on 410 Gone), Cancelled when its webhook was disabled or deleted,
+// and Skipped when an operator passed over it after it failed (Skip).
 const (
 	Pending   Status = "pending"
 	Succeeded Status = "succeeded"
 	Failed    Status = "failed"
 	Cancelled Status = "cancelled"
+	Skipped   Status = "skipped"
 )
 
 // Statuses lists every Status, in the order above.
-var Statuses = []Status{Pending, Succeeded, Failed, Cancelled}
+var Statuses = []Status{Pending, Succeeded, Failed, Cancelled, Skipped}
+
+// StatusNames lists the statuses for a message: "pending, succeeded, … or skipped".
+func StatusNames() string {
+	names := make([]string, len(Statuses))
+	for i, st := range Statuses {
+		names[i] = string(st)
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
 
 // ParseStatus reads a Status; ok is false for anything else.
 func ParseStatus(s string) (Status, bool) {
@@ -53,6 +65,7 @@ type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // Beginner is a Querier that can also begin transactions (a pool or a connection).

@@ -34,7 +34,10 @@ type Webhook struct {
 	DisabledReason *string `json:"disabled_reason"`
 	// StripeSignature marks a webhook (of a stripe.* pattern) that receives Stripe's
 	// signature on events the Stripe endpoint created: Ghost's Stripe endpoint.
-	StripeSignature     bool       `json:"stripe_signature"`
+	StripeSignature bool `json:"stripe_signature"`
+	// Ordered webhooks get the deliveries of each ordering key (the post, member, …
+	// an event is about) one at a time, in commit order.
+	Ordered             bool       `json:"ordered"`
 	LastTriggeredAt     *time.Time `json:"last_triggered_at"`
 	LastTriggeredStatus *string    `json:"last_triggered_status"`
 	LastTriggeredError  *string    `json:"last_triggered_error"`
@@ -99,6 +102,9 @@ type Input struct {
 	// webhook's event or target URL without setting it again clears it, so the mark
 	// never follows a webhook somewhere the operator did not say.
 	StripeSignature *bool
+	// Ordered makes the webhook ordered or not. Only operators set it (the CLI, the
+	// audit API's keys); Ghost's Admin API has no such field.
+	Ordered *bool
 }
 
 // GenerateSecret makes a Standard Webhooks secret: "whsec_" and 32 random bytes in base64.
@@ -155,12 +161,12 @@ const DefaultAPIVersion = "v6.65"
 type Store struct{ Pool *pgxpool.Pool }
 
 const columns = `id, event, target_url, name, secret, api_version, integration_id, status,
-	disabled_reason, stripe_signature, last_triggered_at, last_triggered_status, last_triggered_error, created_at, updated_at`
+	disabled_reason, stripe_signature, ordered, last_triggered_at, last_triggered_status, last_triggered_error, created_at, updated_at`
 
 func scan(row pgx.Row) (Webhook, error) {
 	var w Webhook
 	err := row.Scan(&w.ID, &w.Event, &w.TargetURL, &w.Name, &w.Secret, &w.APIVersion, &w.IntegrationID,
-		&w.Status, &w.DisabledReason, &w.StripeSignature, &w.LastTriggeredAt, &w.LastTriggeredStatus, &w.LastTriggeredError,
+		&w.Status, &w.DisabledReason, &w.StripeSignature, &w.Ordered, &w.LastTriggeredAt, &w.LastTriggeredStatus, &w.LastTriggeredError,
 		&w.CreatedAt, &w.UpdatedAt)
 	return w, err
 }
@@ -181,9 +187,10 @@ func (s Store) Add(ctx context.Context, in Input) (Webhook, error) {
 		apiVersion = *in.APIVersion
 	}
 	stripeSig := in.StripeSignature != nil && *in.StripeSignature
-	row := s.Pool.QueryRow(ctx, `INSERT INTO relay.webhooks (event, target_url, name, secret, api_version, integration_id, stripe_signature)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING `+columns,
-		*in.Event, *in.TargetURL, emptyNil(in.Name.Value), emptyNil(in.Secret.Value), apiVersion, in.IntegrationID, stripeSig)
+	ordered := in.Ordered != nil && *in.Ordered
+	row := s.Pool.QueryRow(ctx, `INSERT INTO relay.webhooks (event, target_url, name, secret, api_version, integration_id, stripe_signature, ordered)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING `+columns,
+		*in.Event, *in.TargetURL, emptyNil(in.Name.Value), emptyNil(in.Secret.Value), apiVersion, in.IntegrationID, stripeSig, ordered)
 	w, err := scan(row)
 	if err != nil {
 		return Webhook{}, mapError(err)
@@ -226,9 +233,10 @@ func (s Store) Edit(ctx context.Context, id string, in Input) (Webhook, error) {
 			stripe_signature = CASE WHEN $10::boolean IS NOT NULL THEN $10
 			                        WHEN ($2::text IS NOT NULL AND $2 <> event) OR ($3::text IS NOT NULL AND $3 <> target_url) THEN false
 			                        ELSE stripe_signature END,
+			ordered = coalesce($11, ordered),
 			updated_at = now()
 			WHERE id = $1 RETURNING `+columns,
-			id, in.Event, in.TargetURL, in.Name.Set, in.Name.Value, in.Secret.Set, in.Secret.Value, in.APIVersion, in.Status, in.StripeSignature))
+			id, in.Event, in.TargetURL, in.Name.Set, in.Name.Value, in.Secret.Set, in.Secret.Value, in.APIVersion, in.Status, in.StripeSignature, in.Ordered))
 		if err != nil || in.Status == nil || *in.Status != "disabled" || w.Status != "active" {
 			return err
 		}
