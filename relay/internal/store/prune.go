@@ -42,9 +42,14 @@ const StripeResendWindow = 72 * time.Hour
 
 // The DELETEs of the history other than events, each bounded by $2 rows.
 const (
-	// A pending delivery is work still to do, whatever its age.
+	// A pending delivery is work still to do, whatever its age; a failed one of an
+	// ordered webhook holds its key's later deliveries until it is redelivered or
+	// skipped (00011_ordering), and deleting it would hold them for ever.
 	pruneDeliveriesSQL = `DELETE FROM relay.deliveries WHERE id IN (
-		SELECT id FROM relay.deliveries WHERE status <> 'pending' AND created_at < $1 LIMIT $2)`
+		SELECT id FROM relay.deliveries
+		 WHERE status <> 'pending' AND NOT (status = 'failed' AND ordering_key IS NOT NULL)
+		   AND created_at < $1
+		 LIMIT $2)`
 	pruneMinutesSQL = `DELETE FROM relay.webhook_minutes WHERE (webhook_id, minute) IN (
 		SELECT webhook_id, minute FROM relay.webhook_minutes WHERE minute < $1 LIMIT $2)`
 	// The Stripe ids are what makes a Stripe resend a no-op.
@@ -54,8 +59,9 @@ const (
 
 // Prune deletes, in batches of PruneBatch rows, what was created before c's cutoffs:
 // finished deliveries (with their attempts), then events, then per-minute statistics
-// and Stripe event ids. It never touches a pending delivery, nor an event that has a
-// pending or failed delivery or that the relays have not yet read.
+// and Stripe event ids. It never touches a pending delivery, nor a failed one that
+// holds an ordered key, nor an event that has a pending or failed delivery or that the
+// relays have not yet read.
 func Prune(ctx context.Context, db Beginner, c Cutoffs) (PruneStats, error) {
 	var st PruneStats
 	// Deliveries first: the events they leave without work can go in the same pass.
@@ -111,7 +117,7 @@ SELECT o."uuid"::uuid
 // (now pending) is re-checked on its locked row and kept.
 const pruneEventDeliveriesSQL = `
 DELETE FROM relay.deliveries
- WHERE event_id = ANY($1::uuid[]) AND status IN ('succeeded', 'cancelled')`
+ WHERE event_id = ANY($1::uuid[]) AND status NOT IN ('pending', 'failed')`
 
 // pruneEventsSQL deletes the candidates left without deliveries. It is a statement of
 // its own so that its snapshot sees what committed while the ones above ran: a delivery

@@ -292,3 +292,32 @@ func TestPruneSkipsAnEventAWriterHolds(t *testing.T) {
 		t.Errorf("once free: pruned %+v, held event kept %v", st, f.eventKept(held))
 	}
 }
+
+// A failed delivery of an ordered webhook holds its key's later deliveries until it is
+// redelivered or skipped, so the delivery cutoff leaves it, and its event, alone; a
+// skipped one is finished and goes like any other.
+func TestPruneKeepsAFailedDeliveryThatHoldsItsKey(t *testing.T) {
+	t.Parallel()
+	f := newLogFixture(t)
+	holding := f.event("post.published", 100*day)
+	holder := f.delivery(holding, 0, store.Failed, 100*day)
+	passed := f.event("post.edited", 100*day)
+	skipped := f.delivery(passed, 0, store.Skipped, 100*day)
+	unordered := f.event("post.unpublished", 100*day)
+	gaveUp := f.delivery(unordered, 0, store.Failed, 100*day)
+	f.text(`UPDATE relay.deliveries SET ordering_key = '1' WHERE id IN ($1::bigint, $2::bigint) RETURNING 'ok'`, holder, skipped)
+	f.readAll()
+
+	now := time.Now()
+	st := f.prune(store.Cutoffs{Deliveries: now.Add(-30 * day), Events: now.Add(-30 * day)})
+	if !f.deliveryKept(holder) || !f.eventKept(holding) {
+		t.Errorf("the failed delivery holding its key (kept %v) or its event (kept %v) was pruned", f.deliveryKept(holder), f.eventKept(holding))
+	}
+	if f.deliveryKept(skipped) || f.deliveryKept(gaveUp) || f.eventKept(passed) || f.eventKept(unordered) {
+		t.Errorf("finished work kept: skipped %v, unordered failed %v, their events %v %v",
+			f.deliveryKept(skipped), f.deliveryKept(gaveUp), f.eventKept(passed), f.eventKept(unordered))
+	}
+	if st.Deliveries != 2 || st.Events != 2 {
+		t.Errorf("pruned %+v, want 2 deliveries and 2 events", st)
+	}
+}
