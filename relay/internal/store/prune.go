@@ -45,11 +45,26 @@ const (
 	// A pending delivery is work still to do, whatever its age; a failed one of an
 	// ordered webhook holds its key's later deliveries until it is redelivered or
 	// skipped (00011_ordering), and deleting it would hold them for ever.
+	//
+	// The old ones are found webhook by webhook on deliveries_webhook_idx (webhook_id,
+	// created_at), whose distinct webhook ids (deleted webhooks' too) the recursive part
+	// walks one index probe each: a plain "created_at < $1" has no index to use, and
+	// scanned every delivery on every pass, finding nothing most of the time (measured:
+	// 1.2 s a pass at 1.6 million deliveries, against 4 ms this way).
 	pruneDeliveriesSQL = `DELETE FROM relay.deliveries WHERE id IN (
-		SELECT id FROM relay.deliveries
-		 WHERE status <> 'pending' AND NOT (status = 'failed' AND ordering_key IS NOT NULL)
-		   AND created_at < $1
-		 LIMIT $2)`
+		WITH RECURSIVE hooks AS (
+		    SELECT min(webhook_id) AS id FROM relay.deliveries
+		    UNION ALL
+		    SELECT (SELECT min(d.webhook_id) FROM relay.deliveries d WHERE d.webhook_id > h.id)
+		      FROM hooks h WHERE h.id IS NOT NULL
+		)
+		SELECT old.id FROM hooks CROSS JOIN LATERAL (
+		    SELECT d.id FROM relay.deliveries d
+		     WHERE d.webhook_id = hooks.id AND d.created_at < $1
+		       AND d.status <> 'pending' AND NOT (d.status = 'failed' AND d.ordering_key IS NOT NULL)
+		     LIMIT $2
+		) AS old
+		LIMIT $2)`
 	pruneMinutesSQL = `DELETE FROM relay.webhook_minutes WHERE (webhook_id, minute) IN (
 		SELECT webhook_id, minute FROM relay.webhook_minutes WHERE minute < $1 LIMIT $2)`
 	// The Stripe ids are what makes a Stripe resend a no-op.

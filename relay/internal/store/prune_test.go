@@ -321,3 +321,28 @@ func TestPruneKeepsAFailedDeliveryThatHoldsItsKey(t *testing.T) {
 		t.Errorf("pruned %+v, want 2 deliveries and 2 events", st)
 	}
 }
+
+// The delivery cutoff finds old finished deliveries webhook by webhook, including
+// those of webhooks deleted since (their history stays until it is old enough), and
+// across more than one batch.
+func TestPruneFindsOldDeliveriesOfEveryWebhookDeletedOrNot(t *testing.T) {
+	t.Parallel()
+	f := newLogFixture(t)
+	ctx := context.Background()
+	ev := f.event("post.published", 100*day)
+	young := f.delivery(ev, 2, store.Succeeded, day)
+	if _, err := f.db.Pool.Exec(ctx, `
+		INSERT INTO relay.deliveries (event_id, webhook_id, status, attempts, created_at)
+		SELECT gen_random_uuid(), w, 'succeeded', 1, now() - interval '100 days'
+		  FROM unnest($1::text[]) AS w, generate_series(1, 700)`,
+		[]string{f.webhooks[0], f.webhooks[1], "0123456789abcdef01234567"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.db.Pool.Exec(ctx, `DELETE FROM relay.webhooks WHERE id = $1`, f.webhooks[1]); err != nil {
+		t.Fatal(err)
+	}
+	st := f.prune(store.Cutoffs{Deliveries: time.Now().Add(-30 * day)})
+	if st.Deliveries != 2100 || f.count(`SELECT count(*) FROM relay.deliveries`) != 1 || !f.deliveryKept(young) {
+		t.Errorf("pruned %d deliveries, %d left; want 2100 and the young one", st.Deliveries, f.count(`SELECT count(*) FROM relay.deliveries`))
+	}
+}
