@@ -64,6 +64,7 @@ func TestInvalidConfigurationStopsStartupWithOneLineNamingTheVariable(t *testing
 		{"RELAY_RETRY_SCHEDULE", "5s,soon"},
 		{"RELAY_ALLOWED_TARGETS", "http://receiver:9000/"},
 		{"RELAY_RETENTION", "forever"},
+		{"RELAY_EVENT_RETENTION", "-1h"},
 		{"RELAY_DISABLE_AFTER", "-1h"},
 		{"RELAY_WORKERS", "0"},
 		{"RELAY_WEBHOOK_CONCURRENCY", "many"},
@@ -145,7 +146,7 @@ func TestRunHelpListsEveryVariableWithItsFlagAndDefault(t *testing.T) {
 	// README's configuration table.
 	want := []string{"DATABASE_URL", "WEBHOOK_SECRET", "RELAY_DATA_DIR", "RELAY_ADDR", "RELAY_LOG_FORMAT",
 		"RELAY_LOG_LEVEL", "RELAY_HTTP_TIMEOUT", "RELAY_RETRY_SCHEDULE", "RELAY_ALLOWED_TARGETS",
-		"RELAY_RETENTION", "RELAY_DISABLE_AFTER", "RELAY_WORKERS", "RELAY_WEBHOOK_CONCURRENCY",
+		"RELAY_RETENTION", "RELAY_EVENT_RETENTION", "RELAY_DISABLE_AFTER", "RELAY_WORKERS", "RELAY_WEBHOOK_CONCURRENCY",
 		"RELAY_POLL_INTERVAL", "RELAY_INSTANCE_ID", "RELAY_MAX_CONNECTIONS", "RELAY_IDLE_TIMEOUT"}
 	// And anything the code reads with os.Getenv, so that a variable added that way
 	// (without a flag) fails here. Test helpers' own variables are not the relay's.
@@ -162,7 +163,8 @@ func TestRunHelpListsEveryVariableWithItsFlagAndDefault(t *testing.T) {
 	for v, fd := range map[string]string{
 		"RELAY_ADDR": `--addr=":8080"`, "RELAY_HTTP_TIMEOUT": `--http-timeout="10s"`,
 		"RELAY_RETRY_SCHEDULE": `--retry-schedule="5s,5m,30m,2h,5h,10h,10h"`, "RELAY_RETENTION": `--retention="720h"`,
-		"RELAY_DISABLE_AFTER": `--disable-after="120h"`, "RELAY_WORKERS": `--workers="64"`,
+		"RELAY_EVENT_RETENTION": `--event-retention="0"`,
+		"RELAY_DISABLE_AFTER":   `--disable-after="120h"`, "RELAY_WORKERS": `--workers="64"`,
 		"RELAY_WEBHOOK_CONCURRENCY": `--webhook-concurrency="8"`, "RELAY_POLL_INTERVAL": `--poll-interval="1s"`,
 		"RELAY_LOG_LEVEL": `--log-level="info"`, "RELAY_DATA_DIR": `--data-dir="./.relay"`,
 		"RELAY_MAX_CONNECTIONS": `--max-connections="256"`, "RELAY_IDLE_TIMEOUT": `--idle-timeout="30s"`,

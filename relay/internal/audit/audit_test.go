@@ -2,8 +2,6 @@ package audit_test
 
 import (
 	"context"
-	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -42,22 +40,17 @@ func TestParseTimeTakesInstantsDatesAndDurationsAgo(t *testing.T) {
 // schema changes. psql variables (:'name') become parameters.
 func TestDocumentedQueriesRun(t *testing.T) {
 	t.Parallel()
-	readme, err := os.ReadFile("../../../README.md")
-	if err != nil {
-		t.Fatal(err)
+	blocks := testutil.READMESQL(t, "## Auditing")
+	if len(blocks) < 8 {
+		t.Fatalf("found %d SQL blocks in the README's Auditing section", len(blocks))
 	}
-	_, section, ok := strings.Cut(string(readme), "\n## Auditing\n")
-	if !ok {
-		t.Fatal("README.md has no '## Auditing' section: the documented queries moved? update this test")
-	}
-	doc, _, _ := strings.Cut(section, "\n## ")
 	db := testutil.NewDB(t)
 	ctx := context.Background()
 	var eventID, webhookID string
-	if err := db.Pool.QueryRow(ctx, `SELECT relay.emit('post.published', '{"post":{}}')::text`).Scan(&eventID); err != nil {
+	if err := db.Pool.QueryRow(ctx, `SELECT relay.emit('post.published', '{"post":{"current":{"id":"p1"},"previous":{}}}')::text`).Scan(&eventID); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Pool.QueryRow(ctx, `INSERT INTO relay.webhooks (event, target_url) VALUES ('post.*', 'https://example.com/') RETURNING id`).Scan(&webhookID); err != nil {
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO relay.webhooks (event, target_url, created_at) VALUES ('post.*', 'https://example.com/', now() - interval '1 hour') RETURNING id`).Scan(&webhookID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Pool.Exec(ctx, `
@@ -70,26 +63,16 @@ func TestDocumentedQueriesRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	blocks := regexp.MustCompile("(?s)```sql\n(.*?)```").FindAllStringSubmatch(doc, -1)
-	if len(blocks) < 4 {
-		t.Fatalf("found %d SQL blocks in the README's Auditing section", len(blocks))
-	}
-	vars := map[string]string{"event_id": eventID, "webhook_id": webhookID}
+	vars := map[string]any{"event_id": eventID, "webhook_id": webhookID, "post_id": "p1",
+		"since": time.Now().Add(-time.Hour), "until": time.Now().Add(time.Hour)}
 	for _, b := range blocks {
-		sql := b[1]
-		var args []any
-		sql = regexp.MustCompile(`:'([a-z_]+)'`).ReplaceAllStringFunc(sql, func(m string) string {
-			name := strings.Trim(m, ":'")
-			v, ok := vars[name]
-			if !ok {
-				t.Fatalf("unknown psql variable %s", m)
-			}
-			args = append(args, v)
-			return "$" + string(rune('0'+len(args)))
-		})
-		rows, err := db.Pool.Query(ctx, strings.TrimSuffix(strings.TrimSpace(sql), ";"), args...)
+		sql, args, err := testutil.PsqlVars(b, vars)
 		if err != nil {
-			t.Errorf("query failed: %v\n%s", err, b[1])
+			t.Fatalf("%v in\n%s", err, b)
+		}
+		rows, err := db.Pool.Query(ctx, sql, args...)
+		if err != nil {
+			t.Errorf("query failed: %v\n%s", err, b)
 			continue
 		}
 		n := 0
@@ -97,11 +80,11 @@ func TestDocumentedQueriesRun(t *testing.T) {
 			n++
 		}
 		if err := rows.Err(); err != nil {
-			t.Errorf("query failed: %v\n%s", err, b[1])
+			t.Errorf("query failed: %v\n%s", err, b)
 		}
 		rows.Close()
 		if n == 0 {
-			t.Errorf("query returned nothing on a database with a failed delivery:\n%s", b[1])
+			t.Errorf("query returned nothing on a database with a failed delivery:\n%s", b)
 		}
 	}
 }

@@ -33,7 +33,8 @@ type RunCmd struct {
 	HTTPTimeout        time.Duration    `name:"http-timeout" env:"RELAY_HTTP_TIMEOUT" default:"${http_timeout}" help:"Timeout of each delivery attempt."`
 	RetrySchedule      retrySchedule    `name:"retry-schedule" env:"RELAY_RETRY_SCHEDULE" default:"${retry_schedule}" help:"Waits between attempts (±20% jitter); then the delivery fails."`
 	AllowedTargets     *netguard.Policy `name:"allowed-targets" env:"RELAY_ALLOWED_TARGETS" default:"" help:"Comma-separated destinations that may be delivered to although private or loopback: host:port, ip:port, [ipv6]:port, cidr:port (without :port, every port of the host)."`
-	Retention          time.Duration    `name:"retention" env:"RELAY_RETENTION" default:"${retention}" help:"Prune finished events, deliveries and attempts older than this (0 keeps all)."`
+	Retention          time.Duration    `name:"retention" env:"RELAY_RETENTION" default:"${retention}" help:"Prune finished deliveries, their attempts and per-minute webhook statistics older than this (0 keeps them); never events."`
+	EventRetention     time.Duration    `name:"event-retention" env:"RELAY_EVENT_RETENTION" default:"${event_retention}" help:"Prune events older than this once read and with no pending or failed delivery, with their finished deliveries (0 keeps every event)."`
 	DisableAfter       time.Duration    `name:"disable-after" env:"RELAY_DISABLE_AFTER" default:"${disable_after}" help:"Disable a webhook failing without a single 2xx for this long (0 never)."`
 	WebhookSecret      string           `name:"webhook-secret" env:"WEBHOOK_SECRET" default:"" help:"Stripe endpoint secret (whsec_...): verifies incoming Stripe events, signs stripe.* deliveries."`
 	Workers            int              `name:"workers" env:"RELAY_WORKERS" default:"${workers}" help:"Delivery attempts in flight in this process."`
@@ -58,6 +59,7 @@ func (c *RunCmd) settings() (pipeline.Config, serverLimits, error) {
 	cfg.Retry.Schedule = c.RetrySchedule
 	cfg.Targets = c.AllowedTargets
 	cfg.Retention = c.Retention
+	cfg.EventRetention = c.EventRetention
 	cfg.DisableAfter = c.DisableAfter
 	cfg.Workers = c.Workers
 	cfg.WebhookConcurrency = c.WebhookConcurrency

@@ -40,6 +40,7 @@ func defaultVars() kong.Vars {
 		"http_timeout":        formatDuration(d.HTTPTimeout),
 		"retry_schedule":      retrySchedule(d.Retry.Schedule).String(),
 		"retention":           formatDuration(d.Retention),
+		"event_retention":     formatDuration(d.EventRetention),
 		"disable_after":       formatDuration(d.DisableAfter),
 		"workers":             strconv.Itoa(d.Workers),
 		"webhook_concurrency": strconv.Itoa(d.WebhookConcurrency),
@@ -164,8 +165,12 @@ func parseInt(s string) (int, error) {
 }
 
 // formatDuration writes a duration the way the README and --help do: 720h, 5m, 1m30s
-// (time.Duration.String would say 720h0m0s).
+// (time.Duration.String would say 720h0m0s), and 0 for the settings where zero means
+// "keep" or "never" (it would say 0s).
 func formatDuration(d time.Duration) string {
+	if d == 0 {
+		return "0"
+	}
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")

@@ -23,7 +23,8 @@ func TestRunDefaultsAreThePipelines(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := pipeline.DefaultConfig()
-	if cfg.HTTPTimeout != want.HTTPTimeout || cfg.Retention != want.Retention || cfg.DisableAfter != want.DisableAfter ||
+	if cfg.HTTPTimeout != want.HTTPTimeout || cfg.Retention != want.Retention || cfg.EventRetention != want.EventRetention ||
+		cfg.DisableAfter != want.DisableAfter ||
 		cfg.Workers != want.Workers || cfg.WebhookConcurrency != want.WebhookConcurrency || cfg.PollInterval != want.PollInterval ||
 		!slices.Equal(cfg.Retry.Schedule, want.Retry.Schedule) || cfg.Retry.Jitter != want.Retry.Jitter {
 		t.Errorf("relay run with nothing set: %+v, want pipeline.DefaultConfig() %+v", cfg, want)
@@ -33,6 +34,9 @@ func TestRunDefaultsAreThePipelines(t *testing.T) {
 	}
 	if limits != (serverLimits{maxConns: defaultMaxConnections, idleTimeout: defaultIdleTimeout}) {
 		t.Errorf("server limits %+v", limits)
+	}
+	if cfg.EventRetention != 0 {
+		t.Errorf("event retention %v by default, want 0: events are kept", cfg.EventRetention)
 	}
 	if cli.Run.Addr != defaultAddr {
 		t.Errorf("addr %q", cli.Run.Addr)
@@ -47,7 +51,7 @@ func TestRunDefaultsAreThePipelines(t *testing.T) {
 func TestRunSettingsArriveTyped(t *testing.T) {
 	cli, err := parseCLI(t, map[string]string{
 		"RELAY_HTTP_TIMEOUT": "1m30s", "RELAY_RETRY_SCHEDULE": "1s, 2m", "RELAY_ALLOWED_TARGETS": "10.0.0.0/8:443,receiver:9000",
-		"RELAY_RETENTION": "0", "RELAY_WORKERS": "3", "RELAY_LOG_LEVEL": "WARN", "RELAY_LOG_FORMAT": "Console",
+		"RELAY_RETENTION": "0", "RELAY_EVENT_RETENTION": "8760h", "RELAY_WORKERS": "3", "RELAY_LOG_LEVEL": "WARN", "RELAY_LOG_FORMAT": "Console",
 	}, []string{"run", "--webhook-concurrency", "2", "--poll-interval=250ms", "--disable-after", "1h", "--idle-timeout=1s"})
 	if err != nil {
 		t.Fatal(err)
@@ -57,13 +61,21 @@ func TestRunSettingsArriveTyped(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.HTTPTimeout != 90*time.Second || !slices.Equal(cfg.Retry.Schedule, []time.Duration{time.Second, 2 * time.Minute}) ||
-		cfg.Targets.String() != "10.0.0.0/8:443,receiver:9000" || cfg.Retention != 0 || cfg.Workers != 3 ||
+		cfg.Targets.String() != "10.0.0.0/8:443,receiver:9000" || cfg.Retention != 0 || cfg.EventRetention != 8760*time.Hour || cfg.Workers != 3 ||
 		cfg.WebhookConcurrency != 2 || cfg.PollInterval != 250*time.Millisecond || cfg.DisableAfter != time.Hour ||
 		limits.idleTimeout != time.Second {
 		t.Errorf("settings did not arrive: %+v %+v", cfg, limits)
 	}
 	if cli.LogLevel != zerolog.WarnLevel || cli.LogFormat != "console" {
 		t.Errorf("log level %v, format %q", cli.LogLevel, cli.LogFormat)
+	}
+	// The flag sets it as well, and wins over the variable.
+	cli, err = parseCLI(t, map[string]string{"RELAY_EVENT_RETENTION": "8760h"}, []string{"run", "--event-retention=2160h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, _, err := cli.Run.settings(); err != nil || cfg.EventRetention != 2160*time.Hour || cfg.Retention != pipeline.DefaultConfig().Retention {
+		t.Errorf("--event-retention=2160h: event retention %v, retention %v (%v)", cfg.EventRetention, cfg.Retention, err)
 	}
 }
 
@@ -76,6 +88,7 @@ func TestEverySettingErrorNamesItsVariable(t *testing.T) {
 	}{
 		{"RELAY_HTTP_TIMEOUT", "banana", `RELAY_HTTP_TIMEOUT (--http-timeout): invalid duration "banana" (examples: 10s, 1m30s, 720h)`},
 		{"RELAY_WORKERS", "many", `RELAY_WORKERS (--workers): invalid number "many"`},
+		{"RELAY_EVENT_RETENTION", "forever", `RELAY_EVENT_RETENTION (--event-retention): invalid duration "forever" (examples: 10s, 1m30s, 720h)`},
 		{"RELAY_RETRY_SCHEDULE", "5s,soon", `RELAY_RETRY_SCHEDULE (--retry-schedule): invalid duration "soon"`},
 		{"RELAY_RETRY_SCHEDULE", "1000h", `RELAY_RETRY_SCHEDULE (--retry-schedule): invalid duration "1000h": at most 720h`},
 		{"RELAY_ALLOWED_TARGETS", "http://x/", `RELAY_ALLOWED_TARGETS (--allowed-targets): netguard: RELAY_ALLOWED_TARGETS entry "http://x/"`},
@@ -103,6 +116,7 @@ func TestEverySettingErrorNamesItsVariable(t *testing.T) {
 		{"RELAY_HTTP_TIMEOUT", "0s", "RELAY_HTTP_TIMEOUT (--http-timeout): 0s is out of range"},
 		{"RELAY_HTTP_TIMEOUT", "11m", "RELAY_HTTP_TIMEOUT (--http-timeout): 11m0s is out of range"},
 		{"RELAY_RETENTION", "-1s", "RELAY_RETENTION (--retention): "},
+		{"RELAY_EVENT_RETENTION", "-1s", "RELAY_EVENT_RETENTION (--event-retention): -1s is out of range"},
 		{"RELAY_DISABLE_AFTER", "-1h", "RELAY_DISABLE_AFTER (--disable-after): "},
 		{"RELAY_POLL_INTERVAL", "0", "RELAY_POLL_INTERVAL (--poll-interval): "},
 		{"RELAY_WORKERS", "0", "RELAY_WORKERS (--workers): 0 is out of range [1, 10000]"},
@@ -123,7 +137,7 @@ func TestEverySettingErrorNamesItsVariable(t *testing.T) {
 // Every field pipeline.Config.Validate can refuse that a variable sets has a RunCmd
 // field of the same name, so its error names the variable.
 func TestConfigErrorsMapToRunFlags(t *testing.T) {
-	for _, field := range []string{"HTTPTimeout", "Retention", "DisableAfter", "PollInterval", "Workers", "WebhookConcurrency"} {
+	for _, field := range []string{"HTTPTimeout", "Retention", "EventRetention", "DisableAfter", "PollInterval", "Workers", "WebhookConcurrency"} {
 		if got := runSettingName(field); !strings.HasPrefix(got, "RELAY_") || !strings.Contains(got, "(--") {
 			t.Errorf("pipeline.Config.%s is reported as %q, want its variable and flag", field, got)
 		}
@@ -133,7 +147,7 @@ func TestConfigErrorsMapToRunFlags(t *testing.T) {
 func TestDurationsAreWrittenAsTheREADMEWritesThem(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		720 * time.Hour: "720h", 5 * time.Minute: "5m", 90 * time.Second: "1m30s", 10 * time.Second: "10s",
-		90 * time.Minute: "1h30m", 100 * time.Millisecond: "100ms", 0: "0s", time.Hour + time.Second: "1h0m1s",
+		90 * time.Minute: "1h30m", 100 * time.Millisecond: "100ms", 0: "0", time.Hour + time.Second: "1h0m1s",
 	} {
 		if got := formatDuration(d); got != want {
 			t.Errorf("formatDuration(%s) = %q, want %q", d, got, want)

@@ -38,9 +38,15 @@ type Config struct {
 	// DisableAfter disables a webhook that has failed without a single 2xx for this
 	// long; zero never disables.
 	DisableAfter time.Duration
-	// Retention prunes finished events, deliveries and attempts older than this; zero
-	// keeps everything.
+	// Retention prunes finished deliveries (succeeded, failed or cancelled) with their
+	// attempts, and the webhooks' per-minute statistics, older than this; zero keeps
+	// them. It never prunes events: EventRetention does.
 	Retention time.Duration
+	// EventRetention prunes events older than this that the relays have read and that
+	// have no pending or failed delivery (a failed one can still be redelivered, which
+	// needs the event); their finished deliveries go with them. Zero, the default,
+	// keeps every event: the log is the record of what happened in the CMS.
+	EventRetention time.Duration
 	// InstanceID names this process in logs and leases; empty picks a random one.
 	InstanceID string
 	// Metrics receives counts and timings from the pipeline; nil turns them off.
@@ -60,6 +66,7 @@ func DefaultConfig() Config {
 		OutboxBatch:        100,
 		DisableAfter:       120 * time.Hour,
 		Retention:          720 * time.Hour,
+		EventRetention:     0, // keep the log
 	}
 }
 
@@ -83,6 +90,7 @@ func (c Config) Validate() error {
 	}{
 		{"HTTPTimeout", c.HTTPTimeout, time.Millisecond, 10 * time.Minute},
 		{"Retention", c.Retention, 0, century},
+		{"EventRetention", c.EventRetention, 0, century},
 		{"DisableAfter", c.DisableAfter, 0, century},
 		{"PollInterval", c.PollInterval, time.Millisecond, time.Hour},
 	} {

@@ -11,10 +11,10 @@ import (
 )
 
 // maintainer runs the periodic housekeeping: disabling webhooks that have failed for
-// too long, and pruning finished history past the retention window. Every statement is
-// short and bounded, so it never holds up delivery; several relays may run it at once.
+// too long, and pruning history past the retention windows. Every statement is short
+// and bounded, so it never holds up delivery; several relays may run it at once.
 type maintainer struct {
-	db  store.Querier
+	db  store.Beginner
 	cfg Config
 	log zerolog.Logger
 }
@@ -28,8 +28,10 @@ func (m maintainer) interval() time.Duration {
 	if d := m.cfg.DisableAfter; d > 0 {
 		iv = min(iv, d/10)
 	}
-	if d := m.cfg.Retention; d > 0 {
-		iv = min(iv, d/10)
+	for _, d := range []time.Duration{m.cfg.Retention, m.cfg.EventRetention} {
+		if d > 0 {
+			iv = min(iv, d/10)
+		}
 	}
 	return max(iv, 100*time.Millisecond)
 }
@@ -69,17 +71,26 @@ func (m maintainer) disableFailing(ctx context.Context) error {
 	return err
 }
 
-// prune deletes finished history older than the retention window; Stripe's event ids
+// prune deletes finished deliveries older than the retention window and events older
+// than the event retention window (store.Prune says which may go); Stripe's event ids
 // are kept at least as long as Stripe resends (store.StripeResendWindow), whatever the
-// retention.
+// retention. A zero window keeps what it covers.
 func (m maintainer) prune(ctx context.Context, now time.Time) (store.PruneStats, error) {
-	if m.cfg.Retention <= 0 {
+	var c store.Cutoffs
+	if d := m.cfg.Retention; d > 0 {
+		c.Deliveries = now.Add(-d)
+		c.StripeIDs = now.Add(-max(d, store.StripeResendWindow))
+	}
+	if d := m.cfg.EventRetention; d > 0 {
+		c.Events = now.Add(-d)
+	}
+	if c == (store.Cutoffs{}) {
 		return store.PruneStats{}, nil
 	}
-	st, err := store.Prune(ctx, m.db, now.Add(-m.cfg.Retention), now.Add(-max(m.cfg.Retention, store.StripeResendWindow)))
+	st, err := store.Prune(ctx, m.db, c)
 	if st.Deliveries > 0 || st.Events > 0 || st.StripeEvents > 0 {
 		m.log.Info().Int64("deliveries", st.Deliveries).Int64("events", st.Events).Int64("stripe_events", st.StripeEvents).
-			Dur("retention", m.cfg.Retention).Msg("pruned history past retention")
+			Dur("retention", m.cfg.Retention).Dur("event_retention", m.cfg.EventRetention).Msg("pruned history past retention")
 	}
 	return st, err
 }

@@ -13,9 +13,10 @@ import (
 )
 
 // TestPruneRemovesOnlyFinishedRowsOlderThanRetention sets up every kind of row Prune
-// meets, ages some of them past the window, and checks that exactly the finished old
-// ones go: pending deliveries and events the relay has not read yet stay whatever
-// their age.
+// meets, ages some of them past the windows, and checks that exactly the finished old
+// ones go: with the default event retention (0) no event at all, and with one, the old
+// read events without pending work; pending deliveries, their events and events the
+// relay has not read yet stay whatever their age.
 func TestPruneRemovesOnlyFinishedRowsOlderThanRetention(t *testing.T) {
 	t.Parallel()
 	db := testutil.NewDB(t)
@@ -80,17 +81,12 @@ func TestPruneRemovesOnlyFinishedRowsOlderThanRetention(t *testing.T) {
 	t.Logf("pruned %d deliveries and %d events in %v", st.Deliveries, st.Events, time.Since(start).Round(time.Millisecond))
 
 	// Gone: the old finished deliveries (2 from the pipeline + the backlog) with their
-	// attempts, and the old read events left without deliveries.
+	// attempts. Kept: every event, RELAY_EVENT_RETENTION being 0 by default.
 	if want := int64(backlog + 2); st.Deliveries != want {
 		t.Errorf("pruned %d deliveries, want %d", st.Deliveries, want)
 	}
-	if st.Events != 2 {
-		t.Errorf("pruned %d events, want 2 (%s, %s)", st.Events, added, unmatched)
-	}
-	for _, id := range []string{added, unmatched} {
-		if queryInt(t, db, `SELECT count(*) FROM relay.events WHERE id = $1`, id) != 0 {
-			t.Errorf("old read event %s without deliveries was kept", id)
-		}
+	if n := queryInt(t, db, `SELECT count(*) FROM relay.events`); st.Events != 0 || n != 5 {
+		t.Errorf("pruned %d events, %d left; want 0 and all 5 kept by default", st.Events, n)
 	}
 	if n := queryInt(t, db, `SELECT count(*) FROM relay.delivery_attempts a LEFT JOIN relay.deliveries d ON d.id = a.delivery_id WHERE d.id IS NULL`); n != 0 {
 		t.Errorf("%d attempts left without their delivery", n)
@@ -119,6 +115,26 @@ func TestPruneRemovesOnlyFinishedRowsOlderThanRetention(t *testing.T) {
 	// A second run finds nothing more.
 	if st, err := r.Prune(ctx); err != nil || st.Deliveries != 0 || st.Events != 0 {
 		t.Errorf("second prune: %+v %v", st, err)
+	}
+
+	// With an event retention, the old read events left without work go.
+	pruneCfg.EventRetention = time.Hour
+	r, err = pipeline.New(db.Pool, pruneCfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err = r.Prune(ctx); err != nil || st.Events != 2 || st.Deliveries != 0 {
+		t.Errorf("prune with an event retention: %+v %v; want the 2 events %s, %s", st, err, added, unmatched)
+	}
+	for _, id := range []string{added, unmatched} {
+		if queryInt(t, db, `SELECT count(*) FROM relay.events WHERE id = $1`, id) != 0 {
+			t.Errorf("old read event %s without pending work was kept", id)
+		}
+	}
+	for name, id := range map[string]string{"event of a pending delivery": published, "young event": recentRead, "unread event": unread} {
+		if queryInt(t, db, `SELECT count(*) FROM relay.events WHERE id = $1`, id) != 1 {
+			t.Errorf("%s %s was pruned by the event retention", name, id)
+		}
 	}
 }
 
