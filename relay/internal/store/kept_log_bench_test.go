@@ -223,11 +223,11 @@ func fanOutOne(b *testing.B, e *keptLogEnv) time.Duration {
 	id := emitEvent(b, e, "post.published")
 	b.StartTimer()
 	start := time.Now()
-	covered, leased, err := store.FanOut(ctx, e.pool, store.FanOutRequest{EventID: id, Events: 100, Owner: "bench-fanout",
+	out, err := store.FanOut(ctx, e.pool, store.FanOutRequest{EventID: id, Events: 100, Owner: "bench-fanout",
 		Lease: time.Minute, DefaultRoom: 16, Limit: 1000})
 	took := time.Since(start)
-	if err != nil || len(covered) != 1 || len(leased) != 3 {
-		b.Fatalf("fan-out: %d events, %d deliveries, %v; want 1 and 3", len(covered), len(leased), err)
+	if err != nil || len(out.Covered) != 1 || len(out.Leased) != 3 {
+		b.Fatalf("fan-out: %d events, %d deliveries, %v; want 1 and 3", len(out.Covered), len(out.Leased), err)
 	}
 	b.StopTimer()
 	if _, err := e.pool.Exec(ctx, `UPDATE relay.deliveries SET status = 'succeeded', lease_owner = NULL, lease_token = NULL,
