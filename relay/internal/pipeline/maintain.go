@@ -11,7 +11,8 @@ import (
 )
 
 // maintainer runs the periodic housekeeping: disabling webhooks that have failed for
-// too long, and pruning finished history past the retention window. Every statement is
+// too long, pruning finished history past the retention window, and rolling the
+// per-minute statistics up into hours (what the console's 24-hour figures read). Every statement is
 // short and bounded, so it never holds up delivery; several relays may run it at once.
 type maintainer struct {
 	db  store.Querier
@@ -44,6 +45,9 @@ func (m maintainer) run(ctx context.Context) error {
 		}
 		if _, err := m.prune(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			m.log.Warn().Err(err).Msg("retention prune failed")
+		}
+		if _, err := store.RollUpHours(ctx, m.db, time.Now()); err != nil && ctx.Err() == nil {
+			m.log.Warn().Err(err).Msg("rolling up webhook statistics failed")
 		}
 	}
 }

@@ -54,11 +54,12 @@ SELECT unread.n,
        (SELECT count(*) FROM relay.deliveries WHERE status = 'failed')
   FROM unread`
 
-// ReadSummary runs one short statement; callers bound it with ctx.
-func ReadSummary(ctx context.Context, pool *pgxpool.Pool) (Summary, error) {
+// ReadSummary runs one short statement on q (a pool, or a page's read transaction);
+// callers bound it with ctx.
+func ReadSummary(ctx context.Context, q store.Querier) (Summary, error) {
 	var s Summary
 	var age float64
-	if err := pool.QueryRow(ctx, backlogSQL, store.ConsumerGroup).Scan(&s.Backlog, &age, &s.Pending, &s.Failed); err != nil {
+	if err := q.QueryRow(ctx, backlogSQL, store.ConsumerGroup).Scan(&s.Backlog, &age, &s.Pending, &s.Failed); err != nil {
 		return Summary{}, fmt.Errorf("status: read backlog and delivery counts: %w", err)
 	}
 	s.OldestUnread = time.Duration(age * float64(time.Second))

@@ -12,8 +12,10 @@ type PruneStats struct {
 	Events     int64
 	// StripeEvents are the ids of received Stripe events, kept to deduplicate resends.
 	StripeEvents int64
-	// Minutes are rows of relay.webhook_minutes (the console's statistics).
+	// Minutes and Hours are rows of relay.webhook_minutes and relay.webhook_hours (the
+	// console's statistics).
 	Minutes int64
+	Hours   int64
 }
 
 // PruneBatch bounds each DELETE, so that pruning a large backlog is many short
@@ -50,6 +52,8 @@ func Prune(ctx context.Context, q Querier, cutoff, stripeCutoff time.Time) (Prun
 			 LIMIT $2)`, []any{cutoff, PruneBatch, ConsumerGroup}},
 		{"webhook minutes", &st.Minutes, `DELETE FROM relay.webhook_minutes WHERE (webhook_id, minute) IN (
 			SELECT webhook_id, minute FROM relay.webhook_minutes WHERE minute < $1 LIMIT $2)`, []any{cutoff, PruneBatch}},
+		{"webhook hours", &st.Hours, `DELETE FROM relay.webhook_hours WHERE (webhook_id, hour) IN (
+			SELECT webhook_id, hour FROM relay.webhook_hours WHERE hour < $1 LIMIT $2)`, []any{cutoff, PruneBatch}},
 		// The Stripe ids are what makes a Stripe resend a no-op.
 		{"stripe events", &st.StripeEvents, `DELETE FROM relay.stripe_events WHERE id IN (
 			SELECT id FROM relay.stripe_events WHERE received_at < $1 LIMIT $2)`, []any{stripeCutoff, PruneBatch}},
