@@ -525,7 +525,7 @@ func (c *console) eventBody(w http.ResponseWriter, r *http.Request, _ *session) 
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="event-`+id+`.json"`)
-	w.Header().Set("Content-Security-Policy", "sandbox; default-src 'none'")
+	w.Header().Set("Content-Security-Policy", "sandbox; default-src 'none'; frame-ancestors 'none'")
 	_, _ = w.Write([]byte(body))
 	return nil
 }

@@ -210,6 +210,7 @@ func noStore(w http.ResponseWriter) {
 var errNotFound = errors.New("not found")
 
 func (c *console) notFound(w http.ResponseWriter, r *http.Request) {
+	noStore(w)
 	s, err := c.currentSession(r)
 	if err != nil || s == nil {
 		// Nothing about what exists without a session.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -149,17 +150,18 @@ func eventGroups(ctx context.Context, q store.Querier) ([]eventGroup, error) {
 		{"tag", "Tags", "tag.*", "tag.* — tag.added, tag.edited, tag.deleted"},
 		{"member", "Members", "member.*", "member.* — every member event"},
 	}
-	byKey := map[string]*eventGroup{}
+	byKey := map[string]int{}
 	groups := []eventGroup{{Label: "Everything", Options: []eventOption{{"*", "* — every event"}}}}
 	for _, o := range order {
 		g := eventGroup{Label: o.label}
 		if o.wildcard != "" {
 			g.Options = append(g.Options, eventOption{o.wildcard, o.wildLabel})
 		}
+		byKey[o.key] = len(groups)
 		groups = append(groups, g)
-		byKey[o.key] = &groups[len(groups)-1]
 	}
 	custom := eventGroup{Label: "Registered with relay events register"}
+	slices.SortStableFunc(names, func(a, b et) int { return lifecycleRank(a.name) - lifecycleRank(b.name) })
 	for _, n := range names {
 		if n.source != "ghost" {
 			custom.Options = append(custom.Options, eventOption{n.name, n.name})
@@ -169,8 +171,8 @@ func eventGroups(ctx context.Context, q store.Querier) ([]eventGroup, error) {
 		if strings.Contains(n.name, ".tag.") {
 			key = "tag" // post.tag.attached and friends sit with the tags, as in Ghost
 		}
-		if g := byKey[key]; g != nil {
-			g.Options = append(g.Options, eventOption{n.name, n.name})
+		if i, ok := byKey[key]; ok {
+			groups[i].Options = append(groups[i].Options, eventOption{n.name, n.name})
 		}
 	}
 	if len(custom.Options) > 0 {
@@ -180,6 +182,29 @@ func eventGroups(ctx context.Context, q store.Querier) ([]eventGroup, error) {
 		eventGroup{Label: "Stripe", Options: []eventOption{{"stripe.*", "stripe.* — every Stripe event"}}},
 		eventGroup{Label: "Other", Options: []eventOption{{eventOther, "Another name or pattern (type it below)…"}}})
 	return groups, nil
+}
+
+// lifecycleRank orders a resource's events as they happen to it, as Ghost lists them.
+func lifecycleRank(name string) int {
+	for i, suffix := range []string{".added", ".edited", ".published", ".published.edited", ".unpublished", ".scheduled",
+		".unscheduled", ".rescheduled", ".attached", ".detached", ".deleted", ".changed"} {
+		if strings.HasSuffix(name, suffix) && !(suffix == ".edited" && strings.HasSuffix(name, ".published.edited")) {
+			return i
+		}
+	}
+	return 99
+}
+
+// inWords turns the webhook rules' messages, which name fields as the API spells them
+// ("target_url must be ..."), into a sentence about the form's field.
+func inWords(msg string) string {
+	for field, words := range map[string]string{"target_url ": "The URL ", "event ": "The event ", "name ": "The name ",
+		"secret ": "The secret ", "Unknown webhook event ": "No event is called "} {
+		if rest, ok := strings.CutPrefix(msg, field); ok {
+			return words + rest
+		}
+	}
+	return msg
 }
 
 func (c *console) newWebhook(w http.ResponseWriter, r *http.Request, s *session) error {
@@ -256,7 +281,7 @@ func (f *hookForm) fieldError(err error) bool {
 		default:
 			field = "form"
 		}
-		f.Errors[field] = inv.Message
+		f.Errors[field] = inWords(inv.Message)
 	default:
 		return false
 	}
@@ -273,6 +298,8 @@ func (c *console) addWebhook(w http.ResponseWriter, r *http.Request, s *session)
 	}
 	if f.URL == "" {
 		f.Errors["target_url"] = "Enter the URL the relay should POST to."
+	} else if err := webhook.ValidateTargetURL(f.URL); err != nil {
+		f.fieldError(err)
 	}
 	in := webhook.Input{Event: &ev, TargetURL: &f.URL}
 	if f.Name != "" {
@@ -389,6 +416,9 @@ func (c *console) editWebhook(w http.ResponseWriter, r *http.Request, s *session
 	case f.URL == "":
 		f.Errors["target_url"] = "Enter the URL the relay should POST to."
 	case f.URL != masked && f.URL != wh.TargetURL:
+		if err := webhook.ValidateTargetURL(f.URL); err != nil {
+			f.fieldError(err)
+		}
 		in.TargetURL = &f.URL
 		what = append(what, fmt.Sprintf("URL %s → %s", masked, webhook.MaskURL(f.URL)))
 	}
