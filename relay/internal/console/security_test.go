@@ -57,14 +57,14 @@ func fixture(t testing.TB, e *env) (hook webhook.Webhook, deliveryID int64, even
 // actions are every form that changes something, with the fields it needs.
 func actions(hookID string, deliveryID int64) map[string]url.Values {
 	return map[string]url.Values{
-		"/ui/webhooks":                                {"event": {"post.added"}, "target_url": {"https://x.example.com/"}, "secret_mode": {"none"}},
-		"/ui/webhooks/" + hookID:                      {"event": {"page.added"}, "target_url": {"https://y.example.com/"}, "secret_mode": {"keep"}},
-		"/ui/webhooks/" + hookID + "/disable":         {},
-		"/ui/webhooks/" + hookID + "/enable":          {},
-		"/ui/webhooks/" + hookID + "/rotate-secret":   {},
-		"/ui/webhooks/" + hookID + "/delete":          {},
+		"/ui/webhooks":                                         {"event": {"post.added"}, "target_url": {"https://x.example.com/"}, "secret_mode": {"none"}},
+		"/ui/webhooks/" + hookID:                               {"event": {"page.added"}, "target_url": {"https://y.example.com/"}, "secret_mode": {"keep"}},
+		"/ui/webhooks/" + hookID + "/disable":                  {},
+		"/ui/webhooks/" + hookID + "/enable":                   {},
+		"/ui/webhooks/" + hookID + "/rotate-secret":            {},
+		"/ui/webhooks/" + hookID + "/delete":                   {},
 		fmt.Sprintf("/ui/deliveries/%d/redeliver", deliveryID): {},
-		"/ui/sign-out": {},
+		"/ui/sign-out":                                         {},
 	}
 }
 
