@@ -508,3 +508,11 @@ func TestSecretsNeverAppearInAnyPageAfterCreation(t *testing.T) {
 		t.Error("a refused form shows the secret typed into it")
 	}
 }
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}

@@ -1,0 +1,74 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/relayhq/relay/relay/internal/store"
+	"github.com/relayhq/relay/testutil"
+)
+
+// The hourly rollup holds, for every complete hour, exactly what the minutes add up to;
+// it catches up on a long history a day per run, recounts the last hours (so a late
+// record still counts), and leaves the hour in progress to the minutes.
+func TestRollUpHoursAddsUpTheMinutes(t *testing.T) {
+	db := testutil.NewDB(t)
+	ctx := context.Background()
+	now := time.Date(2026, 5, 1, 12, 30, 0, 0, time.UTC)
+	// 50 hours of minutes for two webhooks: every minute 3 attempts (2 ok, 1 retried),
+	// durations in bucket 2, lags in bucket 3.
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO relay.webhook_minutes (webhook_id, minute, attempts, succeeded, retried, failed, duration_buckets, lag_buckets)
+		SELECT w, m, 3, 2, 1, 0, relay.one_hot(2, 10), '{0,0,2,0,0,0,0,0,0,0}'
+		  FROM unnest(ARRAY['aaaaaaaaaaaaaaaaaaaaaaaa', 'bbbbbbbbbbbbbbbbbbbbbbbb']) AS w,
+		       generate_series($1::timestamptz - interval '50 hours', $1::timestamptz - interval '1 minute', interval '1 minute') AS m`, now); err != nil {
+		t.Fatal(err)
+	}
+	var runs int
+	for runs = 1; runs < 10; runs++ {
+		if _, err := store.RollUpHours(ctx, db.Pool, now); err != nil {
+			t.Fatal(err)
+		}
+		mark, err := store.RolledUntil(ctx, db.Pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mark.Equal(now.Truncate(time.Hour)) {
+			break
+		}
+	}
+	if runs != 3 {
+		t.Errorf("caught up on 50 hours in %d runs, want 3 (24 hours a run)", runs)
+	}
+	check := func(when string) {
+		t.Helper()
+		var bad int
+		if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM (
+			SELECT webhook_id, date_trunc('hour', minute) AS hour, sum(attempts) AS a, sum(succeeded) AS s, sum(retried) AS r,
+			       relay.sum_buckets(duration_buckets) AS d, relay.sum_buckets(lag_buckets) AS l
+			  FROM relay.webhook_minutes WHERE minute < $1 GROUP BY 1, 2) m
+			FULL JOIN relay.webhook_hours h USING (webhook_id, hour)
+			WHERE h.attempts IS DISTINCT FROM m.a OR h.succeeded IS DISTINCT FROM m.s OR h.retried IS DISTINCT FROM m.r
+			   OR h.duration_buckets IS DISTINCT FROM m.d OR h.lag_buckets IS DISTINCT FROM m.l`, now.Truncate(time.Hour)).Scan(&bad); err != nil {
+			t.Fatal(err)
+		}
+		if bad != 0 {
+			t.Errorf("%s: %d hour rows differ from their minutes", when, bad)
+		}
+	}
+	check("caught up")
+	var inProgress int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM relay.webhook_hours WHERE hour >= $1`, now.Truncate(time.Hour)).Scan(&inProgress); err != nil || inProgress != 0 {
+		t.Errorf("the hour in progress was rolled up (%d rows, %v)", inProgress, err)
+	}
+
+	// An attempt recorded late, into an hour two hours back: the next run recounts it.
+	if _, err := db.Pool.Exec(ctx, `UPDATE relay.webhook_minutes SET attempts = attempts + 5, failed = failed + 5
+		WHERE webhook_id = 'aaaaaaaaaaaaaaaaaaaaaaaa' AND minute = $1`, now.Add(-2*time.Hour).Truncate(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.RollUpHours(ctx, db.Pool, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	check("after a late record")
+}
