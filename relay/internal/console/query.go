@@ -353,21 +353,21 @@ func listEvents(ctx context.Context, q store.Querier, f eventFilter) (rows []eve
 		if err != nil {
 			return nil, "", nil, err
 		}
-		conds = append(conds, `(o.transaction_id, o."offset") < (`+arg(tx)+`::xid8, `+arg(off)+`::bigint)`)
+		conds = append(conds, `(o.transaction_id, o."offset") < (`+arg(tx)+`::text::xid8, `+arg(off)+`::bigint)`)
 	}
 	if !f.Since.IsZero() {
 		tx, err := txAtTime(ctx, q, f.Since.Add(-idSlack))
 		if err != nil {
 			return nil, "", nil, err
 		}
-		conds = append(conds, "o.transaction_id >= "+arg(tx)+"::xid8", "o.created_at >= "+arg(f.Since))
+		conds = append(conds, "o.transaction_id >= "+arg(strconv.FormatUint(tx, 10))+"::text::xid8", "o.created_at >= "+arg(f.Since))
 	}
 	if !f.Until.IsZero() {
 		tx, err := txAtTime(ctx, q, f.Until.Add(idSlack))
 		if err != nil {
 			return nil, "", nil, err
 		}
-		conds = append(conds, "o.transaction_id < "+arg(tx)+"::xid8", "o.created_at < "+arg(f.Until))
+		conds = append(conds, "o.transaction_id < "+arg(strconv.FormatUint(tx, 10))+"::text::xid8", "o.created_at < "+arg(f.Until))
 	}
 	nKeyArgs := len(args)
 	if f.Event != "" {
@@ -485,8 +485,10 @@ func txAtTime(ctx context.Context, q store.Querier, t time.Time) (uint64, error)
 		mid := l + (h-l)/2
 		var txS string
 		var at time.Time
-		err := q.QueryRow(ctx, `SELECT transaction_id::text, created_at FROM relay.outbox WHERE transaction_id >= $1::text::xid8
-			ORDER BY transaction_id, "offset" LIMIT 1`, strconv.FormatUint(mid, 10)).Scan(&txS, &at)
+		// Ordered by the column, qualified: unqualified, ORDER BY would sort by the
+		// text the select list makes of it.
+		err := q.QueryRow(ctx, `SELECT o.transaction_id::text, o.created_at FROM relay.outbox o WHERE o.transaction_id >= $1::text::xid8
+			ORDER BY o.transaction_id, o."offset" LIMIT 1`, strconv.FormatUint(mid, 10)).Scan(&txS, &at)
 		if errors.Is(err, pgx.ErrNoRows) {
 			h = mid
 			continue
