@@ -2,12 +2,15 @@ package console_test
 
 import (
 	"context"
+	"fmt"
 	"html"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/relay/internal/webhook"
 )
 
@@ -171,4 +174,65 @@ func TestEventsSearchAndPageThroughEverything(t *testing.T) {
 	if code, _, _ := get(t, c, e.srv.URL+"/ui/events/00000000-0000-0000-0000-000000000000"); code != http.StatusNotFound {
 		t.Errorf("an unknown event: %d", code)
 	}
+}
+
+// The 24-hour figures come from the hourly rollup and the minutes after it; they are
+// the same whether the rollup has run, is behind, or is up to date.
+func TestDayFiguresAreTheSameWhereverTheRollupStands(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	hook := addHook(t, e, webhook.Input{Event: ptr("post.published"), TargetURL: ptr("https://a.example/"), Name: webhook.Value("Busy")})
+	// 30 hours of minutes: 3 attempts each (2 succeeded), the durations of every tenth
+	// minute in the slowest bucket.
+	if _, err := e.db.Pool.Exec(ctx, `INSERT INTO relay.webhook_minutes (webhook_id, minute, attempts, succeeded, retried, failed, duration_buckets, lag_buckets)
+		SELECT $1, m, 3, 2, 1, 0, CASE WHEN extract(minute FROM m)::int % 10 = 0 THEN relay.one_hot(10, 10) ELSE relay.one_hot(2, 10) END, relay.one_hot(3, 10)
+		  FROM generate_series(date_trunc('minute', now()) - interval '30 hours', date_trunc('minute', now()), interval '1 minute') AS m`, hook.ID); err != nil {
+		t.Fatal(err)
+	}
+	var want int
+	if err := e.db.Pool.QueryRow(ctx, `SELECT sum(attempts) FROM relay.webhook_minutes
+		WHERE minute >= date_trunc('hour', (now() - interval '24 hours') AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'`).Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	c := e.client(t)
+	e.signIn(t, c, e.key)
+	figures := func() string {
+		_, page, _ := get(t, c, e.srv.URL+"/ui/webhooks/"+hook.ID)
+		m := regexp.MustCompile(`<span class="stat-value">([^<]+)</span><span class="stat-sub">(\d[\d,]*) attempts`).FindStringSubmatch(page)
+		if m == nil {
+			t.Fatalf("no figures on the page:\n%s", clip(page))
+		}
+		return m[1] + " of " + m[2]
+	}
+	before := figures()
+	if wantS := "66.6% of " + commas(want); before != wantS {
+		t.Errorf("without a rollup the page shows %s, want %s", before, wantS)
+	}
+	if _, err := store.RollUpHours(ctx, e.db.Pool, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if after := figures(); after != before {
+		t.Errorf("after the rollup the page shows %s, before it %s", after, before)
+	}
+	// An old mark (the relays were stopped a while): the same again.
+	if _, err := e.db.Pool.Exec(ctx, `UPDATE relay.webhook_hours_rolled SET rolled_until = rolled_until - interval '7 hours'`); err != nil {
+		t.Fatal(err)
+	}
+	if late := figures(); late != before {
+		t.Errorf("with the rollup behind the page shows %s, before it %s", late, before)
+	}
+	_, page, _ := get(t, c, e.srv.URL+"/ui/webhooks/"+hook.ID)
+	mustContain(t, "the p95", html.UnescapeString(page), "> 10 s")
+}
+
+// commas writes n as the console does: thousands separated from 10,000 on.
+func commas(n int) string {
+	s := fmt.Sprint(n)
+	if n < 10000 {
+		return s
+	}
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }

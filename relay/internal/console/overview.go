@@ -45,13 +45,16 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request, s *session) e
 	err := readTx(r.Context(), c.Pool, func(tx pgx.Tx) error {
 		ctx := r.Context()
 		var err error
-		if d.Summary, err = status.ReadSummary(ctx, tx); err != nil {
+		// The backlog from package status; pending and failed are the per-webhook counts
+		// added up, rather than counted twice.
+		if d.Summary.Backlog, d.Summary.OldestUnread, err = status.ReadBacklog(ctx, tx); err != nil {
 			return err
 		}
-		hooks, err := listHooks(ctx, tx, "")
+		hooks, totals, err := listHooksCounted(ctx, tx, "")
 		if err != nil {
 			return err
 		}
+		d.Summary.Pending, d.Summary.Failed = totals[0], totals[1]
 		d.Hooks = len(hooks)
 		for _, h := range hooks {
 			if h.Status == "active" {
@@ -72,12 +75,12 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request, s *session) e
 		if err != nil {
 			return err
 		}
-		hours, err := series(ctx, tx, now.Add(-24*time.Hour), now, time.Hour)
+		hours, err := series(ctx, tx, daySince(now), now, time.Hour)
 		if err != nil {
 			return err
 		}
 		d.Hour = charts(minutes, time.Minute, now.Add(-time.Hour), now)
-		d.Day = charts(hours, time.Hour, now.Add(-24*time.Hour), now)
+		d.Day = charts(hours, time.Hour, daySince(now), now)
 		rows, err := tx.Query(ctx, `SELECT at, key_id, key_name, action, delivery_id, event_id::text, detail, webhook_id
 			FROM relay.console_changes ORDER BY id DESC LIMIT 8`)
 		if err != nil {

@@ -47,6 +47,7 @@ type hookRow struct {
 	LastError       *string
 	FailingSince    *time.Time
 	CreatedAt       time.Time
+	APIVersion      string
 	Pending, Failed int64
 	Day             stats
 }
@@ -65,12 +66,13 @@ func (h hookRow) Failing() bool {
 }
 
 const hookColumns = `w.id, w.event, w.target_url, w.name, w.secret IS NOT NULL, w.status, w.disabled_reason,
-	w.stripe_signature, i.name, w.last_triggered_at, w.last_triggered_status, w.last_attempt_error, w.failing_since, w.created_at`
+	w.stripe_signature, i.name, w.last_triggered_at, w.last_triggered_status, w.last_attempt_error, w.failing_since, w.created_at,
+	w.api_version`
 
 func scanHook(r pgx.Row) (hookRow, error) {
 	var h hookRow
 	err := r.Scan(&h.ID, &h.Event, &h.URL, &h.Name, &h.HasSecret, &h.Status, &h.DisabledReason, &h.StripeSignature,
-		&h.Owner, &h.LastTriggeredAt, &h.LastStatus, &h.LastError, &h.FailingSince, &h.CreatedAt)
+		&h.Owner, &h.LastTriggeredAt, &h.LastStatus, &h.LastError, &h.FailingSince, &h.CreatedAt, &h.APIVersion)
 	h.URL = webhook.MaskURL(h.URL)
 	return h, err
 }
@@ -78,6 +80,14 @@ func scanHook(r pgx.Row) (hookRow, error) {
 // listHooks returns every webhook (or one) with its pending and failed counts and its
 // last 24 hours, oldest first.
 func listHooks(ctx context.Context, q store.Querier, id string) ([]hookRow, error) {
+	hooks, _, err := listHooksCounted(ctx, q, id)
+	return hooks, err
+}
+
+// listHooksCounted is listHooks, and the pending and failed deliveries of every webhook
+// counted (the deleted ones' included).
+func listHooksCounted(ctx context.Context, q store.Querier, id string) ([]hookRow, [2]int64, error) {
+	var totals [2]int64
 	where, args := "", []any{}
 	if id != "" {
 		where, args = " WHERE w.id = $1", []any{id}
@@ -85,47 +95,48 @@ func listHooks(ctx context.Context, q store.Querier, id string) ([]hookRow, erro
 	rows, err := q.Query(ctx, `SELECT `+hookColumns+` FROM relay.webhooks w
 		LEFT JOIN relay.integrations i ON i.id = w.integration_id`+where+` ORDER BY w.created_at, w.id`, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list webhooks: %w", err)
+		return nil, totals, fmt.Errorf("list webhooks: %w", err)
 	}
 	hooks, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (hookRow, error) { return scanHook(r) })
 	if err != nil {
-		return nil, fmt.Errorf("list webhooks: %w", err)
+		return nil, totals, fmt.Errorf("list webhooks: %w", err)
 	}
-	if len(hooks) == 0 {
-		return nil, nil
+	if len(hooks) == 0 && id != "" {
+		return nil, totals, nil
 	}
-	// Pending through the due index, failed through the failed index (index-only): the
-	// cost follows the trouble, not the history.
-	counts := map[string]*[2]int64{}
-	for i, st := range []string{"pending", "failed"} {
-		cond := "status = '" + st + "'"
-		if id != "" {
-			cond += " AND webhook_id = $1"
-		}
-		rows, err := q.Query(ctx, `SELECT webhook_id, count(*) FROM relay.deliveries WHERE `+cond+` GROUP BY webhook_id`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("count %s deliveries: %w", st, err)
-		}
-		for rows.Next() {
-			var w string
-			var n int64
-			if err := rows.Scan(&w, &n); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("count %s deliveries: %w", st, err)
-			}
-			if counts[w] == nil {
-				counts[w] = &[2]int64{}
-			}
-			counts[w][i] = n
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("count %s deliveries: %w", st, err)
-		}
+	// Pending through the due index, failed through the failed index (index-only once
+	// vacuumed), in one statement: the cost follows the trouble, not the history.
+	filter := ""
+	if id != "" {
+		filter = " AND webhook_id = $1"
 	}
-	day, err := webhookStats(ctx, q, time.Now().Add(-24*time.Hour), id)
+	crows, err := q.Query(ctx, `SELECT webhook_id, 0, count(*) FROM relay.deliveries WHERE status = 'pending'`+filter+` GROUP BY webhook_id
+		UNION ALL SELECT webhook_id, 1, count(*) FROM relay.deliveries WHERE status = 'failed'`+filter+` GROUP BY webhook_id`, args...)
 	if err != nil {
-		return nil, err
+		return nil, totals, fmt.Errorf("count pending and failed deliveries: %w", err)
+	}
+	counts := map[string]*[2]int64{}
+	for crows.Next() {
+		var w string
+		var i int
+		var n int64
+		if err := crows.Scan(&w, &i, &n); err != nil {
+			crows.Close()
+			return nil, totals, fmt.Errorf("count pending and failed deliveries: %w", err)
+		}
+		if counts[w] == nil {
+			counts[w] = &[2]int64{}
+		}
+		counts[w][i] = n
+		totals[i] += n
+	}
+	crows.Close()
+	if err := crows.Err(); err != nil {
+		return nil, totals, fmt.Errorf("count pending and failed deliveries: %w", err)
+	}
+	day, err := webhookStats(ctx, q, daySince(time.Now()), id)
+	if err != nil {
+		return nil, totals, err
 	}
 	for i := range hooks {
 		if c := counts[hooks[i].ID]; c != nil {
@@ -133,7 +144,7 @@ func listHooks(ctx context.Context, q store.Querier, id string) ([]hookRow, erro
 		}
 		hooks[i].Day = day[hooks[i].ID]
 	}
-	return hooks, nil
+	return hooks, totals, nil
 }
 
 // deliveryRow is a delivery in a list.
@@ -273,38 +284,30 @@ func listDeliveries(ctx context.Context, q store.Querier, f deliveryFilter) (row
 // start of the fan-out transaction that inserted the row, and those are short.
 const idSlack = 10 * time.Minute
 
-// idAtTime returns the first delivery id whose row was created at or after t, by binary
-// search on the primary key (about 20 index probes for a million rows); one past the
-// last id when none was.
+// idAtTimeSQL is a binary search on the deliveries' primary key, in one statement
+// (about 20 index probes for a million rows, without a round trip each): each step
+// looks at the first delivery at or after the middle of [l, h) and keeps the half
+// where created_at reaches $1. It ends at the first id created at or after $1 (one past
+// the last id when none was).
+const idAtTimeSQL = `
+WITH RECURSIVE b(l, h) AS (
+    SELECT coalesce(min(id), 1), coalesce(max(id), 0) + 1 FROM relay.deliveries
+    UNION ALL
+    SELECT CASE WHEN p.created_at < $1 THEN p.id + 1 ELSE b.l END,
+           CASE WHEN p.created_at < $1 THEN b.h ELSE (b.l + b.h) / 2 END
+      FROM b LEFT JOIN LATERAL (SELECT d.id, d.created_at FROM relay.deliveries d
+                                 WHERE d.id >= (b.l + b.h) / 2 ORDER BY d.id LIMIT 1) p ON true
+     WHERE b.l < b.h
+)
+SELECT max(l) FROM b`
+
+// idAtTime returns the first delivery id whose row was created at or after t.
 func idAtTime(ctx context.Context, q store.Querier, t time.Time) (int64, error) {
-	var lo, hi *int64
-	if err := q.QueryRow(ctx, `SELECT min(id), max(id) FROM relay.deliveries`).Scan(&lo, &hi); err != nil {
+	var id int64
+	if err := q.QueryRow(ctx, idAtTimeSQL, t).Scan(&id); err != nil {
 		return 0, fmt.Errorf("find deliveries at %s: %w", t, err)
 	}
-	if lo == nil {
-		return 1, nil
-	}
-	// Invariant: rows below l were created before t; the answer is in [l, h].
-	l, h := *lo, *hi+1
-	for l < h {
-		mid := l + (h-l)/2
-		var at time.Time
-		var id int64
-		err := q.QueryRow(ctx, `SELECT id, created_at FROM relay.deliveries WHERE id >= $1 ORDER BY id LIMIT 1`, mid).Scan(&id, &at)
-		if errors.Is(err, pgx.ErrNoRows) {
-			h = mid
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("find deliveries at %s: %w", t, err)
-		}
-		if at.Before(t) {
-			l = id + 1
-		} else {
-			h = mid
-		}
-	}
-	return l, nil
+	return id, nil
 }
 
 // eventRow is an event in a list, with its deliveries counted by status.
@@ -462,49 +465,29 @@ func decodeEventCursor(c string) (string, int64, error) {
 
 var errBadCursor = errors.New("this page link is not one the console made")
 
+// txAtTimeSQL is idAtTimeSQL on the outbox's transaction ids (xid8, compared as
+// numbers).
+const txAtTimeSQL = `
+WITH RECURSIVE b(l, h) AS (
+    SELECT coalesce(min(transaction_id)::text::bigint, 0), coalesce(max(transaction_id)::text::bigint, -1) + 1 FROM relay.outbox
+    UNION ALL
+    SELECT CASE WHEN p.created_at < $1 THEN p.tx + 1 ELSE b.l END,
+           CASE WHEN p.created_at < $1 THEN b.h ELSE (b.l + b.h) / 2 END
+      FROM b LEFT JOIN LATERAL (SELECT o.transaction_id::text::bigint AS tx, o.created_at FROM relay.outbox o
+                                 WHERE o.transaction_id >= ((b.l + b.h) / 2)::text::xid8
+                                 ORDER BY o.transaction_id, o."offset" LIMIT 1) p ON true
+     WHERE b.l < b.h
+)
+SELECT max(l) FROM b`
+
 // txAtTime is idAtTime for events: the first transaction id whose event was created at
-// or after t, by binary search on the outbox's primary key. An event's created_at is
-// the start of its transaction and its transaction id is assigned at the transaction's
-// first write, so the two agree in order unless a transaction waited longer than
-// idSlack between its start and its first write.
+// or after t. An event's created_at is the start of its transaction and its transaction
+// id is assigned at the transaction's first write, so the two agree in order unless a
+// transaction waited longer than idSlack between its start and its first write.
 func txAtTime(ctx context.Context, q store.Querier, t time.Time) (uint64, error) {
-	var loS, hiS *string
-	if err := q.QueryRow(ctx, `SELECT min(transaction_id)::text, max(transaction_id)::text FROM relay.outbox`).Scan(&loS, &hiS); err != nil {
+	var tx int64
+	if err := q.QueryRow(ctx, txAtTimeSQL, t).Scan(&tx); err != nil {
 		return 0, fmt.Errorf("find events at %s: %w", t, err)
 	}
-	if loS == nil {
-		return 0, nil
-	}
-	lo, err1 := strconv.ParseUint(*loS, 10, 64)
-	hi, err2 := strconv.ParseUint(*hiS, 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("find events at %s: %w", t, err)
-	}
-	l, h := lo, hi+1
-	for l < h {
-		mid := l + (h-l)/2
-		var txS string
-		var at time.Time
-		// Ordered by the column, qualified: unqualified, ORDER BY would sort by the
-		// text the select list makes of it.
-		err := q.QueryRow(ctx, `SELECT o.transaction_id::text, o.created_at FROM relay.outbox o WHERE o.transaction_id >= $1::text::xid8
-			ORDER BY o.transaction_id, o."offset" LIMIT 1`, strconv.FormatUint(mid, 10)).Scan(&txS, &at)
-		if errors.Is(err, pgx.ErrNoRows) {
-			h = mid
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("find events at %s: %w", t, err)
-		}
-		tx, err := strconv.ParseUint(txS, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("find events at %s: %w", t, err)
-		}
-		if at.Before(t) {
-			l = tx + 1
-		} else {
-			h = mid
-		}
-	}
-	return l, nil
+	return uint64(max(tx, 0)), nil
 }

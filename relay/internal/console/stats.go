@@ -113,48 +113,31 @@ func (s *stats) scanDest() []any {
 	return d
 }
 
-// span is [since, now), split into what the hourly rollup has complete and what is
-// read by the minute: minutes in [since, hoursFrom) and from hoursTo on, hours in
-// [hoursFrom, hoursTo).
-type span struct {
-	since, hoursFrom, hoursTo time.Time
-}
+// A span is [$1, now) with $1 on an hour, split where the rollup stops (its mark, read
+// in the same statement): hour rows (each with its minutes before the mark) for the
+// hours in [$1, mark), minutes from the mark on. A day is then 24 or 25 rows per webhook,
+// plus a minute or two.
 
-func spanSince(ctx context.Context, q store.Querier, since time.Time) (span, error) {
-	rolled, err := store.RolledUntil(ctx, q)
-	if err != nil {
-		return span{}, err
-	}
-	from := since.Truncate(time.Hour)
-	if from.Before(since) {
-		from = from.Add(time.Hour)
-	}
-	to := rolled.Truncate(time.Hour)
-	if to.Before(from) {
-		to = from // the rollup is behind: every minute is read
-	}
-	return span{since: since, hoursFrom: from, hoursTo: to}, nil
-}
+// daySince is where "the last 24 hours" start: the start of the hour 24 hours ago, so
+// that the figures are whole hours (24 to 25 of them) and come from the rollup.
+func daySince(now time.Time) time.Time { return now.Add(-24 * time.Hour).Truncate(time.Hour) }
 
-// spanRows selects the rows of s (with a time column t), optionally of one webhook.
+// spanRows selects the rows of the span from $1, with their time as t, optionally of
+// one webhook.
 func spanRows(webhookFilter string) string {
 	cols := "webhook_id, attempts, succeeded, retried, failed, duration_buckets, lag_buckets"
-	return `SELECT hour AS t, ` + cols + ` FROM relay.webhook_hours WHERE hour >= $2 AND hour < $3` + webhookFilter + `
-	UNION ALL SELECT minute, ` + cols + ` FROM relay.webhook_minutes WHERE minute >= $1 AND minute < $2` + webhookFilter + `
-	UNION ALL SELECT minute, ` + cols + ` FROM relay.webhook_minutes WHERE minute >= $3` + webhookFilter
+	mark := `(SELECT greatest(coalesce((SELECT rolled_until FROM relay.webhook_hours_rolled), $1), $1))`
+	return `SELECT hour AS t, ` + cols + ` FROM relay.webhook_hours WHERE hour >= $1 AND hour < ` + mark + webhookFilter + `
+	UNION ALL SELECT minute, ` + cols + ` FROM relay.webhook_minutes WHERE minute >= ` + mark + webhookFilter
 }
 
-// webhookStats sums each webhook's attempts since since (one webhook's when webhookID
-// is set).
+// webhookStats sums each webhook's attempts since since, on an hour (one webhook's when
+// webhookID is set).
 func webhookStats(ctx context.Context, q store.Querier, since time.Time, webhookID string) (map[string]stats, error) {
-	sp, err := spanSince(ctx, q, since)
-	if err != nil {
-		return nil, err
-	}
-	args := []any{sp.since, sp.hoursFrom, sp.hoursTo}
+	args := []any{since}
 	filter := ""
 	if webhookID != "" {
-		filter = " AND webhook_id = $4"
+		filter = " AND webhook_id = $2"
 		args = append(args, webhookID)
 	}
 	rows, err := q.Query(ctx, `SELECT webhook_id, `+statColumns+` FROM (`+spanRows(filter)+`) s GROUP BY webhook_id`, args...)
@@ -192,12 +175,8 @@ func series(ctx context.Context, q store.Querier, since, now time.Time, step tim
 		sql = `SELECT minute, ` + statColumns + ` FROM relay.webhook_minutes WHERE minute >= $1 GROUP BY minute`
 		args = []any{since}
 	} else {
-		sp, err := spanSince(ctx, q, since)
-		if err != nil {
-			return nil, err
-		}
-		sql = `SELECT date_trunc('hour', t), ` + statColumns + ` FROM (` + spanRows("") + `) s GROUP BY 1`
-		args = []any{sp.since, sp.hoursFrom, sp.hoursTo}
+		sql = `SELECT date_trunc('hour', t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', ` + statColumns + ` FROM (` + spanRows("") + `) s GROUP BY 1`
+		args = []any{since}
 	}
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {

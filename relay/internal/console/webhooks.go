@@ -46,12 +46,11 @@ func (c *console) webhooks(w http.ResponseWriter, r *http.Request, s *session) e
 }
 
 type webhookData struct {
-	Hook       hookRow
-	APIVersion string
-	Recent     []deliveryRow
-	Changes    []change
-	Done       string
-	Deleted    bool
+	Hook    hookRow
+	Recent  []deliveryRow
+	Changes []change
+	Done    string
+	Deleted bool
 }
 
 // webhookPage is one webhook: its state, its last 24 hours, its latest deliveries and
@@ -76,9 +75,6 @@ func (c *console) webhookPage(w http.ResponseWriter, r *http.Request, s *session
 			return nil
 		}
 		d.Hook = hooks[0]
-		if err := tx.QueryRow(r.Context(), `SELECT api_version FROM relay.webhooks WHERE id = $1`, id).Scan(&d.APIVersion); err != nil {
-			return err
-		}
 		d.Recent, _, _, err = listDeliveries(r.Context(), tx, deliveryFilter{Webhook: id})
 		if len(d.Recent) > 10 {
 			d.Recent = d.Recent[:10]

@@ -3,28 +3,31 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
-// Rollup bounds: complete hours are rolled up once they are RollupSettle old (an
-// attempt is recorded as soon as it finishes, so its minute is written by then), and
-// the last RollupRecompute of them are recomputed on every run, so that an attempt
-// recorded late (a relay that could not reach the database for a while) still counts.
-// RollupMaxSpan bounds one run's work when catching up on a long history.
+// Rollup bounds: minutes are rolled up once they are RollupSettle old (an attempt is
+// recorded as soon as it finishes, so its minute is written by then), the hour in
+// progress included; the last RollupRecompute are recomputed on every run, so that an
+// attempt recorded late (a relay that could not reach the database for a while) still
+// counts. RollupMaxSpan bounds one run's work when catching up on a long history.
 const (
 	RollupSettle    = time.Minute
 	RollupRecompute = 3 * time.Hour
 	RollupMaxSpan   = 24 * time.Hour
 )
 
-// rollUpSQL recomputes relay.webhook_hours from relay.webhook_minutes for the hours in
-// [$1, $2) and moves the mark up to $2. Rows are written in key order, so relays
-// running it at once lock them in the same order.
-const rollUpSQL = `
+// rollUpSQL recomputes relay.webhook_hours from relay.webhook_minutes for the minutes in
+// [$1, $2) ($1 on an hour) and moves the mark up to $2. Hours are UTC hours, whatever
+// the session's time zone. Rows are written in key order, so relays running it at once
+// lock them in the same order. The bucket arrays are summed element by element with
+// plain sums, which is many times faster than relay.sum_buckets.
+var rollUpSQL = `
 WITH hours AS (
     INSERT INTO relay.webhook_hours AS h (webhook_id, hour, attempts, succeeded, retried, failed, duration_buckets, lag_buckets)
-    SELECT webhook_id, date_trunc('hour', minute), sum(attempts), sum(succeeded), sum(retried), sum(failed),
-           relay.sum_buckets(duration_buckets), relay.sum_buckets(lag_buckets)
+    SELECT webhook_id, date_trunc('hour', minute AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', sum(attempts), sum(succeeded), sum(retried), sum(failed),
+           ` + sumArray("duration_buckets", len(DurationBuckets)+1) + `, ` + sumArray("lag_buckets", len(LagBuckets)+1) + `
       FROM relay.webhook_minutes
      WHERE minute >= $1 AND minute < $2
      GROUP BY 1, 2
@@ -40,15 +43,14 @@ WITH hours AS (
 SELECT count(*) FROM hours`
 
 // RollUpHours rolls relay.webhook_minutes up into relay.webhook_hours as of now: the
-// hours since the mark (at most RollupMaxSpan of them per call), and the last
-// RollupRecompute again. It returns how many hour rows it wrote.
+// minutes since the mark (at most RollupMaxSpan of them per call) and the last
+// RollupRecompute again, up to RollupSettle ago. It returns how many hour rows it wrote.
 func RollUpHours(ctx context.Context, q Querier, now time.Time) (int64, error) {
-	end := now.Add(-RollupSettle).Truncate(time.Hour)
+	end := now.Add(-RollupSettle).Truncate(time.Minute)
 	mark, err := RolledUntil(ctx, q)
 	if err != nil {
 		return 0, err
 	}
-	start := end.Add(-RollupRecompute)
 	if mark.IsZero() {
 		// First run: from the oldest minute kept.
 		var oldest *time.Time
@@ -58,9 +60,10 @@ func RollUpHours(ctx context.Context, q Querier, now time.Time) (int64, error) {
 		if oldest == nil {
 			return 0, nil // nothing recorded yet; the mark waits for the first minute
 		}
-		mark = oldest.Truncate(time.Hour)
+		mark = *oldest
 	}
-	start = minTime(start, mark)
+	// Whole hours are recomputed, from the start of the earliest hour touched.
+	start := minTime(end.Add(-RollupRecompute), mark).Truncate(time.Hour)
 	if end.Sub(start) > RollupMaxSpan {
 		end = start.Add(RollupMaxSpan)
 	}
@@ -74,8 +77,9 @@ func RollUpHours(ctx context.Context, q Querier, now time.Time) (int64, error) {
 	return n, nil
 }
 
-// RolledUntil is where the hour rollup is complete: relay.webhook_hours holds every
-// hour before it; zero before the first rollup.
+// RolledUntil is how far the hour rollup goes: each row of relay.webhook_hours holds
+// the minutes of its hour before this mark, so readers add the minutes from the mark
+// on; zero before the first rollup.
 func RolledUntil(ctx context.Context, q Querier) (time.Time, error) {
 	var t *time.Time
 	err := q.QueryRow(ctx, `SELECT (SELECT rolled_until FROM relay.webhook_hours_rolled)`).Scan(&t)
@@ -86,6 +90,15 @@ func RolledUntil(ctx context.Context, q Querier) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	return *t, nil
+}
+
+// sumArray is ARRAY[sum(col[1]), ..., sum(col[n])]::int[].
+func sumArray(col string, n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = fmt.Sprintf("coalesce(sum(%s[%d]), 0)", col, i+1)
+	}
+	return "ARRAY[" + strings.Join(parts, ", ") + "]::int[]"
 }
 
 func minTime(a, b time.Time) time.Time {
