@@ -14,6 +14,8 @@ import (
 
 	"github.com/relayhq/relay/relay/internal/pipeline"
 	"github.com/relayhq/relay/relay/internal/relaytest"
+	"github.com/relayhq/relay/relay/internal/store"
+	"github.com/relayhq/relay/relay/internal/webhook"
 	"github.com/relayhq/relay/relay/signing"
 	"github.com/relayhq/relay/testutil"
 )
@@ -145,18 +147,35 @@ func TestOperatorFlowInTheBrowser(t *testing.T) {
 	mustContain(t, "the second attempt", text(t, ctx, "table.attempts tbody tr:first-child"), "2", "204")
 	shoot(t, ctx, "delivery-redelivered")
 
-	// The rest of the console, photographed: a Stripe event and a Ghost site give those
-	// pages something to show.
+	// The rest of the console, photographed, with company: a webhook whose receiver is
+	// down, Ghost's Stripe endpoint, one disabled after a 410, a Stripe event and a
+	// Ghost site.
+	down := newReceiverSwitch(t)
+	down.failing.Store(true)
+	addHook(t, e, webhook.Input{Event: ptr("member.*"), TargetURL: ptr(down.rc.URL() + "/crm?api_key=k-123"), Name: webhook.Value("CRM sync")})
+	addHook(t, e, webhook.Input{Event: ptr("stripe.*"), TargetURL: ptr(rs.rc.URL() + "/members/webhooks/stripe/"), Name: webhook.Value("Ghost (Stripe)"),
+		StripeSignature: ptr(true)})
+	gone := addHook(t, e, webhook.Input{Event: ptr("page.published"), TargetURL: ptr("https://old-site.example.com/rebuild"), Name: webhook.Value("Old static site")})
+	if _, _, err := store.DisableWebhook(context.Background(), e.db.Pool, gone.ID, "the receiver answered 410 Gone", 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		emit(t, e.db, "post.published", fmt.Sprintf(`{"post":{"current":{"id":"p%d","title":"Post %d"},"previous":{}}}`, i, i))
+		emit(t, e.db, "member.added", fmt.Sprintf(`{"member":{"current":{"id":"m%d","email":"reader%d@example.com"},"previous":{}}}`, i, i))
+	}
 	stripeEvent(t, e)
+	rs.rc.WaitFor(t, 2+6+1, 20*time.Second)
+	down.rc.WaitFor(t, 6, 20*time.Second)
+	waitFannedOut(t, e)
 	if _, err := e.db.Pool.Exec(context.Background(), `INSERT INTO relay.ghost_sites (url, relay_url, events, admin_key_id, admin_secret_plain,
 		inbound_secret_plain, content_version, last_received_at, last_received_event, received_count)
 		VALUES ('https://blog.example.com', 'https://relay.example.com', ARRAY['post.published','post.edited','member.added'],
 		        '6650c3a1b2c4d5e6f7a8b9c0', repeat('ab', 32), 'inbound', 'v6.65', now() - interval '3 minutes', 'post.published', 1284)`); err != nil {
 		t.Fatal(err)
 	}
-	// Record the webhook's change history with two more changes.
+	// One more change for the webhook's history.
 	var hookID string
-	if err := e.db.Pool.QueryRow(context.Background(), `SELECT id FROM relay.webhooks`).Scan(&hookID); err != nil {
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT id FROM relay.webhooks WHERE event = 'post.published'`).Scan(&hookID); err != nil {
 		t.Fatal(err)
 	}
 	open(t, ctx, base+"/ui/webhooks/"+hookID+"/edit")
