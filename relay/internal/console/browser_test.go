@@ -167,7 +167,38 @@ func open(t testing.TB, ctx context.Context, u string) int64 {
 	if err != nil {
 		t.Fatalf("open %s: %v", u, err)
 	}
+	loaded(t, ctx)
 	return resp.Status
+}
+
+// loaded waits until the page has loaded: a response has arrived before its document
+// is parsed, and a click on the old document would go nowhere.
+func loaded(t testing.TB, ctx context.Context) {
+	t.Helper()
+	sctx, cancel := step(ctx)
+	defer cancel()
+	for {
+		done, err := chromedp.Run(sctx, chromedp.Evaluate[bool](`document.readyState === "complete"`))
+		if err == nil && done {
+			return
+		}
+		if sctx.Err() != nil {
+			t.Fatalf("the page did not load: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// follow opens the link sel points to, as a click on it would.
+func follow(t testing.TB, ctx context.Context, sel string) int64 {
+	t.Helper()
+	sctx, cancel := step(ctx)
+	defer cancel()
+	href, err := chromedp.Run(sctx, chromedp.Evaluate[string](fmt.Sprintf(`document.querySelector(%q).href`, sel)))
+	if err != nil || href == "" {
+		t.Fatalf("no link %s: %v (the page: %s)", sel, err, pageText(ctx))
+	}
+	return open(t, ctx, href)
 }
 
 // click clicks the element sel and waits for the page it leads to.
@@ -179,6 +210,7 @@ func click(t testing.TB, ctx context.Context, sel string) int64 {
 	if err != nil {
 		t.Fatalf("click %s: %v (the page: %s)", sel, err, pageText(ctx))
 	}
+	loaded(t, ctx)
 	if resp == nil {
 		return 0
 	}
@@ -245,6 +277,7 @@ func reloadUntil(t testing.TB, ctx context.Context, sel, want string, timeout ti
 		if err != nil {
 			t.Fatalf("reload: %v", err)
 		}
+		loaded(t, ctx)
 	}
 }
 
@@ -259,5 +292,30 @@ func choose(t testing.TB, ctx context.Context, sel, value string) {
 	})()`, sel, value, value)))
 	if err != nil || !ok {
 		t.Fatalf("choose %s in %s: %v", value, sel, err)
+	}
+}
+
+// reloadUntilPresent reloads the page until an element matches sel.
+func reloadUntilPresent(t testing.TB, ctx context.Context, sel string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		sctx, cancel := step(ctx)
+		found, err := chromedp.Run(sctx, chromedp.Evaluate[bool](fmt.Sprintf(`document.querySelector(%q) !== null`, sel)))
+		cancel()
+		if err == nil && found {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the page never showed %s (%v); it shows: %s", sel, err, pageText(ctx))
+		}
+		time.Sleep(200 * time.Millisecond)
+		sctx, cancel = step(ctx)
+		_, err = chromedp.RunResponse(sctx, chromedp.Reload())
+		cancel()
+		if err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+		loaded(t, ctx)
 	}
 }

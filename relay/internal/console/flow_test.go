@@ -85,7 +85,7 @@ func TestOperatorFlowInTheBrowser(t *testing.T) {
 	mustContain(t, "the empty webhooks page", text(t, ctx, "main"), "No webhooks yet")
 
 	// Add a webhook with only an event and a URL; mistakes are explained next to their field.
-	click(t, ctx, "main a[href='/ui/webhooks/new']")
+	follow(t, ctx, "main a[href='/ui/webhooks/new']")
 	fill(t, ctx, "#target_url", "not a url")
 	if code := click(t, ctx, "form.form button[type=submit]"); code != http.StatusUnprocessableEntity {
 		t.Errorf("an invalid form answered %d", code)
@@ -105,13 +105,13 @@ func TestOperatorFlowInTheBrowser(t *testing.T) {
 		t.Fatalf("the secret shown once is %q, the webhook's is %q (%v)", secret, stored, err)
 	}
 	shoot(t, ctx, "webhook-secret-once")
-	click(t, ctx, "section.secret a.btn.primary")
+	follow(t, ctx, "section.secret a.btn.primary")
 
 	// Emit an event: its delivery and its attempt appear.
 	body := `{"post":{"current":{"id":"6651a1","title":"Hello, world","status":"published","url":"https://blog.example.com/hello/"},"previous":{"status":"draft"}}}`
 	first := emit(t, e.db, "post.published", body)
 	open(t, ctx, base+"/ui/deliveries")
-	reloadUntil(t, ctx, "main", "succeeded", 20*time.Second)
+	reloadUntilPresent(t, ctx, "main table .badge.ok", 20*time.Second)
 	got := rs.rc.WaitFor(t, 1, 10*time.Second)
 	if !bytes.Equal(got[0].Body, []byte(body)) || got[0].Header.Get("webhook-id") != first {
 		t.Fatalf("the receiver got %s (%s)", got[0].Body, got[0].Header.Get("webhook-id"))
@@ -120,7 +120,7 @@ func TestOperatorFlowInTheBrowser(t *testing.T) {
 	if err := signing.VerifyStandard(secret, h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature"), got[0].Body, 5*time.Minute, time.Now()); err != nil {
 		t.Errorf("the delivery is not signed with the secret the console showed: %v", err)
 	}
-	click(t, ctx, "main table a.strong")
+	follow(t, ctx, "main table a.strong")
 	mustContain(t, "the delivery page", text(t, ctx, "main"), "Delivery #", first, "Hello, world")
 	mustContain(t, "the attempt", text(t, ctx, "table.attempts"), "204")
 
