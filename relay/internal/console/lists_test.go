@@ -96,6 +96,8 @@ func TestDeliveriesFilterAndPageThroughEverything(t *testing.T) {
 		{"/ui/deliveries?event=page.published", "o.metadata->>'event' = 'page.published'", nil},
 		{"/ui/deliveries?event=page.*&webhook=" + b.ID, "o.metadata->>'event' = 'page.published' AND d.webhook_id = $1", []any{b.ID}},
 		{"/ui/deliveries?since=3000m&until=2000m", "d.created_at >= now() - interval '3000 minutes' AND d.created_at < now() - interval '2000 minutes'", nil},
+		{"/ui/deliveries?status=succeeded&webhook=" + a.ID, "d.status = 'succeeded' AND d.webhook_id = $1", []any{a.ID}},
+		{"/ui/deliveries?status=cancelled", "d.status = 'cancelled'", nil},
 	} {
 		pages := pagesOf(t, e, c, tc.query)
 		got := ids(deliveryLink, pages)
@@ -110,7 +112,7 @@ func TestDeliveriesFilterAndPageThroughEverything(t *testing.T) {
 		if len(got) != want {
 			t.Errorf("%s: %d deliveries over %d pages, want %d", tc.query, len(got), len(pages), want)
 		}
-		if strings.Contains(tc.query, "event=") && !strings.Contains(tc.query, "webhook=") && !strings.Contains(strings.Join(pages, ""), "searched back to") {
+		if (strings.Contains(tc.query, "event=") || strings.Contains(tc.query, "cancelled")) && !strings.Contains(tc.query, "webhook=") && !strings.Contains(strings.Join(pages, ""), "searched back to") {
 			t.Errorf("%s: no page said it stopped at its scan window", tc.query)
 		}
 	}
