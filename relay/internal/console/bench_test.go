@@ -88,7 +88,8 @@ VALUES ('https://blog.example.com', 'https://relay.example.com', ARRAY['post.pub
 // BenchmarkConsolePages times every page of the console, with typical filters, on a
 // database of 1,000,000 deliveries (1,030,000 attempts) to 100 webhooks from 200,000
 // events: one request per iteration, signed in, through the relay's whole HTTP handler.
-// RELAY_BENCH_DELIVERIES scales it (deliveries; events are a fifth of them).
+// RELAY_BENCH_DELIVERIES scales it (deliveries; events are a fifth of them);
+// RELAY_BENCH_TRACE=1 prints every statement slower than 3 ms (trace_test.go).
 func BenchmarkConsolePages(b *testing.B) {
 	deliveries := 1_000_000
 	if v, err := strconv.Atoi(os.Getenv("RELAY_BENCH_DELIVERIES")); err == nil && v >= 1000 {

@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// slowTracer prints the statements slower than 3 ms, for finding what makes a page of
+// the benchmark slow.
 type slowTracer struct{}
 
 type startKey struct{}
