@@ -59,6 +59,15 @@ func timeFilters(q url.Values, errs map[string]string) (since, until time.Time) 
 	return since, until
 }
 
+// absolute writes a time filter for the next page's link as the instant it was on this
+// page: "24h" typed on the first page must not move while the operator pages back.
+func absolute(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
 type hookOption struct{ ID, Label string }
 
 func hookOptions(ctx context.Context, q store.Querier) ([]hookOption, error) {
@@ -127,7 +136,7 @@ func (c *console) deliveries(w http.ResponseWriter, r *http.Request, s *session)
 		}
 		if next > 0 {
 			d.Next = query("/ui/deliveries", "webhook", d.Webhook, "event", d.Event, "status", d.Status,
-				"since", d.Since, "until", d.Until, "cursor", strconv.FormatInt(next, 10))
+				"since", absolute(f.Since), "until", absolute(f.Until), "cursor", strconv.FormatInt(next, 10))
 		}
 		return nil
 	})
@@ -365,7 +374,7 @@ func (c *console) events(w http.ResponseWriter, r *http.Request, s *session) err
 			var next string
 			d.Rows, next, d.SearchedTo, err = listEvents(r.Context(), tx, f)
 			if next != "" {
-				d.Next = query("/ui/events", "event", d.Event, "source", d.Source, "since", d.Since, "until", d.Until, "cursor", next)
+				d.Next = query("/ui/events", "event", d.Event, "source", d.Source, "since", absolute(f.Since), "until", absolute(f.Until), "cursor", next)
 			}
 			return err
 		})
