@@ -13,6 +13,7 @@ package apikey
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -52,6 +53,19 @@ type Integration struct {
 // screen suggests for a new custom integration.
 const DefaultName = "Custom integration"
 
+// DefaultConsoleName names a console key created without a name.
+const DefaultConsoleName = "Console"
+
+// Integration types. A custom integration's keys use the Admin and audit APIs, acting
+// as their integration (its own webhooks only, in the Admin API). A console
+// integration's keys sign in to the operator console (/ui/) and do nothing else: the
+// APIs refuse them, and a custom key cannot sign in, so an integration never gains the
+// console's operator powers.
+const (
+	TypeCustom  = "custom"
+	TypeConsole = "console"
+)
+
 // Active is what verifying a token needs from an active key: the HMAC key and the
 // integration the request then acts as.
 type Active struct {
@@ -69,6 +83,9 @@ var (
 	ErrNoKEK = sealbox.ErrNoKEK
 	// ErrWrongKEK means the key was sealed under another key-encryption key.
 	ErrWrongKEK = sealbox.ErrWrongKEK
+	// ErrNotConsoleKey is returned by SignIn for a valid key of a custom integration:
+	// only console keys sign in.
+	ErrNotConsoleKey = errors.New("this Admin API key belongs to an integration; only console keys (relay keys create --console) sign in to the console")
 )
 
 // IDPattern is the shape of a key id (and of a JWT's kid): Ghost's 24-hex ObjectId.
@@ -111,6 +128,19 @@ func (s *Store) Create(ctx context.Context, name string) (Key, string, error) {
 	if name == "" {
 		name = DefaultName
 	}
+	return s.create(ctx, name, TypeCustom)
+}
+
+// CreateConsole makes a console integration named name (DefaultConsoleName when empty)
+// with one key that signs in to the console, and returns it as Create does.
+func (s *Store) CreateConsole(ctx context.Context, name string) (Key, string, error) {
+	if name == "" {
+		name = DefaultConsoleName
+	}
+	return s.create(ctx, name, TypeConsole)
+}
+
+func (s *Store) create(ctx context.Context, name, typ string) (Key, string, error) {
 	if len(name) > 191 {
 		return Key{}, "", errors.New("name must be at most 191 characters")
 	}
@@ -139,7 +169,7 @@ func (s *Store) Create(ctx context.Context, name string) (Key, string, error) {
 	}
 	k := Key{ID: id, Name: name, Encrypted: sealed != nil}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		in, err := createIntegration(ctx, tx, name)
+		in, err := createIntegration(ctx, tx, name, typ)
 		if err != nil {
 			return err
 		}
@@ -153,18 +183,18 @@ func (s *Store) Create(ctx context.Context, name string) (Key, string, error) {
 	return k, id + ":" + secret, nil
 }
 
-// createIntegration inserts a custom integration with a slug of its name that no other
-// integration has: "my-site", then "my-site-2", ... as Ghost picks slugs.
-func createIntegration(ctx context.Context, tx pgx.Tx, name string) (Integration, error) {
+// createIntegration inserts an integration of type typ with a slug of its name that no
+// other integration has: "my-site", then "my-site-2", ... as Ghost picks slugs.
+func createIntegration(ctx context.Context, tx pgx.Tx, name, typ string) (Integration, error) {
 	base := Slug(name)
 	for n := 1; n <= 1000; n++ {
 		slug := base
 		if n > 1 {
 			slug = fmt.Sprintf("%s-%d", base, n)
 		}
-		in := Integration{Type: "custom", Name: name, Slug: slug}
-		err := tx.QueryRow(ctx, `INSERT INTO relay.integrations (name, slug) VALUES ($1, $2)
-			ON CONFLICT (slug) DO NOTHING RETURNING id`, name, slug).Scan(&in.ID)
+		in := Integration{Type: typ, Name: name, Slug: slug}
+		err := tx.QueryRow(ctx, `INSERT INTO relay.integrations (name, slug, type) VALUES ($1, $2, $3)
+			ON CONFLICT (slug) DO NOTHING RETURNING id`, name, slug, typ).Scan(&in.ID)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue // slug taken
 		}
@@ -265,38 +295,78 @@ func (s *Store) Secret(ctx context.Context, id string) ([]byte, error) {
 }
 
 // Lookup returns the HMAC key (the hex-decoded secret) and the integration of an active
-// key, for verifying a token that names it. It reads the database on every call, so a
-// revocation takes effect on the very next request.
+// key of a custom integration, for verifying a token that names it. It reads the
+// database on every call, so a revocation takes effect on the very next request. A
+// console key is unknown here: it signs in to the console only.
 func (s *Store) Lookup(ctx context.Context, id string) (Active, error) {
-	if !IDPattern.MatchString(id) {
+	a, typ, err := s.active(ctx, id)
+	if err != nil {
+		return Active{}, err
+	}
+	if typ != TypeCustom {
 		return Active{}, ErrUnknownKey
+	}
+	return a, nil
+}
+
+// active reads an active key's HMAC key and its integration's id and type.
+func (s *Store) active(ctx context.Context, id string) (Active, string, error) {
+	if !IDPattern.MatchString(id) {
+		return Active{}, "", ErrUnknownKey
 	}
 	var plain, fp *string
 	var sealed []byte
-	var integrationID string
-	err := s.pool.QueryRow(ctx, `SELECT secret_plain, secret_sealed, kek_fingerprint, integration_id FROM relay.api_keys
-		WHERE id = $1 AND revoked_at IS NULL`, id).Scan(&plain, &sealed, &fp, &integrationID)
+	var integrationID, typ string
+	err := s.pool.QueryRow(ctx, `SELECT k.secret_plain, k.secret_sealed, k.kek_fingerprint, k.integration_id, i.type`+keyFrom+`
+		WHERE k.id = $1 AND k.revoked_at IS NULL`, id).Scan(&plain, &sealed, &fp, &integrationID, &typ)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Active{}, ErrUnknownKey
+		return Active{}, "", ErrUnknownKey
 	}
 	if err != nil {
-		return Active{}, fmt.Errorf("read API key %s: %w", id, err)
+		return Active{}, "", fmt.Errorf("read API key %s: %w", id, err)
 	}
 	if plain != nil {
 		b, err := hex.DecodeString(*plain)
 		if err != nil {
-			return Active{}, fmt.Errorf("API key %s: stored secret is not hex: %w", id, err)
+			return Active{}, "", fmt.Errorf("API key %s: stored secret is not hex: %w", id, err)
 		}
-		return Active{Secret: b, IntegrationID: integrationID}, nil
+		return Active{Secret: b, IntegrationID: integrationID}, typ, nil
 	}
 	if fp == nil {
-		return Active{}, fmt.Errorf("API key %s: sealed secret without a key fingerprint", id)
+		return Active{}, "", fmt.Errorf("API key %s: sealed secret without a key fingerprint", id)
 	}
 	raw, err := s.box.Open(sealed, *fp, id)
 	if err != nil {
-		return Active{}, fmt.Errorf("API key %s: %w", id, err)
+		return Active{}, "", fmt.Errorf("API key %s: %w", id, err)
 	}
-	return Active{Secret: raw, IntegrationID: integrationID}, nil
+	return Active{Secret: raw, IntegrationID: integrationID}, typ, nil
+}
+
+// SignIn checks a full key as its holder pastes it ("id:secret") for the console: it
+// must be an active key whose secret matches (compared in constant time) and whose
+// integration is a console one. A wrong or unknown key is ErrUnknownKey, a valid key of
+// a custom integration ErrNotConsoleKey.
+func (s *Store) SignIn(ctx context.Context, presented string) (Key, error) {
+	id, secretHex, ok := strings.Cut(strings.TrimSpace(presented), ":")
+	secret, err := hex.DecodeString(secretHex)
+	if !ok || err != nil || len(secret) != 32 || !IDPattern.MatchString(id) {
+		return Key{}, ErrUnknownKey
+	}
+	a, typ, err := s.active(ctx, id)
+	if err != nil {
+		return Key{}, err
+	}
+	if !hmac.Equal(a.Secret, secret) {
+		return Key{}, ErrUnknownKey
+	}
+	if typ != TypeConsole {
+		return Key{}, ErrNotConsoleKey
+	}
+	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyColumns+keyFrom+` WHERE k.id = $1`, id))
+	if err != nil {
+		return Key{}, fmt.Errorf("read API key %s: %w", id, err)
+	}
+	return k, nil
 }
 
 // Touch records that a key was just used. It writes at most once a minute per key, so

@@ -115,3 +115,53 @@ func TestEachKeyIsCreatedWithAnIntegrationOfItsOwn(t *testing.T) {
 		t.Errorf("Lookup: %+v %v", active, err)
 	}
 }
+
+// A console key signs in (its whole "id:secret", compared in constant time, sealed or
+// not) and is unknown to the APIs; an integration's key is the other way round; a
+// revoked or mistyped key signs in nowhere.
+func TestConsoleKeysSignInAndOnlyThey(t *testing.T) {
+	db := testutil.NewDB(t)
+	ctx := context.Background()
+	st, err := apikey.NewStore(db.Pool, bytes.Repeat([]byte{0x42}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	console, full, err := st.CreateConsole(ctx, "")
+	if err != nil || console.Integration.Type != apikey.TypeConsole || console.Name != apikey.DefaultConsoleName || !console.Encrypted {
+		t.Fatalf("CreateConsole: %+v, %v", console, err)
+	}
+	k, err := st.SignIn(ctx, " "+full+"\n")
+	if err != nil || k.ID != console.ID || k.Integration.Type != apikey.TypeConsole {
+		t.Errorf("SignIn with the console key: %+v, %v", k, err)
+	}
+	if _, err := st.Lookup(ctx, console.ID); !errors.Is(err, apikey.ErrUnknownKey) {
+		t.Errorf("Lookup of a console key for the APIs: %v, want ErrUnknownKey", err)
+	}
+	custom, customFull, err := st.Create(ctx, "zapier")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SignIn(ctx, customFull); !errors.Is(err, apikey.ErrNotConsoleKey) {
+		t.Errorf("SignIn with an integration's key: %v, want ErrNotConsoleKey", err)
+	}
+	if _, err := st.Lookup(ctx, custom.ID); err != nil {
+		t.Errorf("Lookup of an integration's key: %v", err)
+	}
+	id, secret, _ := strings.Cut(full, ":")
+	flipped := []byte(secret)
+	flipped[0] ^= 1
+	if flipped[0] > 'f' || (flipped[0] > '9' && flipped[0] < 'a') {
+		flipped[0] = '0'
+	}
+	for _, bad := range []string{id + ":" + string(flipped), customFull[:25] + secret, id, "", id + ":" + secret[:63], id + ":" + secret + "00"} {
+		if _, err := st.SignIn(ctx, bad); !errors.Is(err, apikey.ErrUnknownKey) {
+			t.Errorf("SignIn(%q): %v, want ErrUnknownKey", bad, err)
+		}
+	}
+	if _, err := st.Revoke(ctx, console.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SignIn(ctx, full); !errors.Is(err, apikey.ErrUnknownKey) {
+		t.Errorf("SignIn with a revoked key: %v, want ErrUnknownKey", err)
+	}
+}

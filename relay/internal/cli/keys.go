@@ -13,19 +13,24 @@ import (
 
 // KeysCmd manages Admin API keys and their integrations.
 type KeysCmd struct {
-	Create KeysCreateCmd `cmd:"" help:"Create an integration with one Admin API key and print the key (id:secret) once."`
+	Create KeysCreateCmd `cmd:"" help:"Create an integration with one Admin API key and print the key (id:secret) once; --console makes a key that signs in to the console (/ui/) instead."`
 	List   KeysListCmd   `cmd:"" help:"List Admin API keys and their integrations (never their secrets)."`
 	Revoke KeysRevokeCmd `cmd:"" help:"Revoke a key's integration at once: its keys stop working and its webhooks are deleted (their audit trail stays)."`
 }
 
 type KeysCreateCmd struct {
-	Name string `name:"name" default:"" help:"The integration's name, e.g. the client that will use it (default: Custom integration)."`
-	JSON bool   `name:"json" help:"Print JSON."`
+	Name    string `name:"name" default:"" help:"The integration's name, e.g. the client or the person that will use it (default: Custom integration, or Console)."`
+	Console bool   `name:"console" help:"Make a console key: it signs in to the operator console at /ui/ (every webhook, every delivery) and is refused by the Admin and audit APIs."`
+	JSON    bool   `name:"json" help:"Print JSON."`
 }
 
 func (c *KeysCreateCmd) Run(ctx context.Context, g *Globals) error {
 	return withKeys(ctx, g, func(ks *apikey.Store) error {
-		k, full, err := ks.Create(ctx, c.Name)
+		create := ks.Create
+		if c.Console {
+			create = ks.CreateConsole
+		}
+		k, full, err := create(ctx, c.Name)
 		if err != nil {
 			return err
 		}
@@ -41,6 +46,11 @@ func (c *KeysCreateCmd) Run(ctx context.Context, g *Globals) error {
 		storage := "in plaintext (set RELAY_KEY_ENCRYPTION_KEY to encrypt keys at rest)"
 		if k.Encrypted {
 			storage = "encrypted with RELAY_KEY_ENCRYPTION_KEY"
+		}
+		if c.Console {
+			fmt.Fprintf(os.Stderr, "created console key %s (%q): it signs in to the console at /ui/ and nothing else; the key is shown only this once and stored %s\n",
+				k.ID, k.Integration.Name, storage)
+			return nil
 		}
 		fmt.Fprintf(os.Stderr, "created integration %q (%s) with Admin API key %s; the key is shown only this once and stored %s\n",
 			k.Integration.Name, k.Integration.ID, k.ID, storage)
@@ -65,7 +75,7 @@ func (c *KeysListCmd) Run(ctx context.Context, g *Globals) error {
 			return printJSON(keys)
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tINTEGRATION\tINTEGRATION ID\tCREATED\tLAST USED\tSTATUS\tSTORAGE")
+		fmt.Fprintln(tw, "ID\tINTEGRATION\tINTEGRATION ID\tTYPE\tCREATED\tLAST USED\tSTATUS\tSTORAGE")
 		for _, k := range keys {
 			status, storage := "active", "plaintext"
 			if k.RevokedAt != nil {
@@ -74,7 +84,7 @@ func (c *KeysListCmd) Run(ctx context.Context, g *Globals) error {
 			if k.Encrypted {
 				storage = "encrypted"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Integration.Name, k.Integration.ID,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Integration.Name, k.Integration.ID, k.Integration.Type,
 				k.CreatedAt.UTC().Format(time.RFC3339), timeOrDash(k.LastUsedAt), status, storage)
 		}
 		return tw.Flush()

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/relayhq/relay/relay/internal/console"
 	"github.com/relayhq/relay/relay/internal/ghostsite"
 	"github.com/relayhq/relay/relay/internal/metrics"
 	"github.com/relayhq/relay/relay/internal/netguard"
@@ -43,12 +44,15 @@ type RunCmd struct {
 	InstanceID         string           `name:"instance-id" env:"RELAY_INSTANCE_ID" default:"" help:"Name of this relay in logs and leases (default: host-pid-random)."`
 	MaxConnections     int              `name:"max-connections" env:"RELAY_MAX_CONNECTIONS" default:"${max_connections}" help:"Connections the HTTP server on RELAY_ADDR holds at once; more wait to be accepted."`
 	IdleTimeout        time.Duration    `name:"idle-timeout" env:"RELAY_IDLE_TIMEOUT" default:"${idle_timeout}" help:"How long the HTTP server on RELAY_ADDR keeps an idle keep-alive connection."`
+	ConsoleSessionTTL  time.Duration    `name:"console-session-ttl" env:"RELAY_CONSOLE_SESSION_TTL" default:"${console_session_ttl}" help:"How long a sign-in to the operator console (/ui/) lasts."`
 }
 
 // serverLimits are the bounds of the relay's own HTTP server.
 type serverLimits struct {
 	maxConns    int
 	idleTimeout time.Duration
+	// consoleSession is how long a console session lasts.
+	consoleSession time.Duration
 }
 
 // settings checks the parsed flags: the pipeline's with its one validator
@@ -69,7 +73,7 @@ func (c *RunCmd) settings() (pipeline.Config, serverLimits, error) {
 	if err := cfg.Validate(); err != nil {
 		return cfg, serverLimits{}, configError(err)
 	}
-	limits := serverLimits{maxConns: c.MaxConnections, idleTimeout: c.IdleTimeout}
+	limits := serverLimits{maxConns: c.MaxConnections, idleTimeout: c.IdleTimeout, consoleSession: c.ConsoleSessionTTL}
 	if limits.maxConns < 1 || limits.maxConns > 1<<20 {
 		return cfg, limits, &settingError{runSettingName("MaxConnections"),
 			fmt.Errorf("%d is out of range [1, %d]", limits.maxConns, 1<<20)}
@@ -77,6 +81,11 @@ func (c *RunCmd) settings() (pipeline.Config, serverLimits, error) {
 	if limits.idleTimeout < 100*time.Millisecond || limits.idleTimeout > time.Hour {
 		return cfg, limits, &settingError{runSettingName("IdleTimeout"),
 			fmt.Errorf("%s is out of range [100ms, 1h]", formatDuration(limits.idleTimeout))}
+	}
+	if limits.consoleSession < console.MinSessionTTL || limits.consoleSession > console.MaxSessionTTL {
+		return cfg, limits, &settingError{runSettingName("ConsoleSessionTTL"),
+			fmt.Errorf("%s is out of range [%s, %s]", formatDuration(limits.consoleSession),
+				formatDuration(console.MinSessionTTL), formatDuration(console.MaxSessionTTL))}
 	}
 	return cfg, limits, nil
 }
@@ -155,7 +164,7 @@ func assemble(g *Globals, db *database, cfg pipeline.Config, limits serverLimits
 	}
 	srv := &http.Server{
 		Handler: server.New(server.Deps{Pool: db.Pool, Relay: r, Log: log, StripeSecret: cfg.StripeSecret, Keys: keys,
-			Metrics: cfg.Metrics, GhostSites: sites}),
+			Metrics: cfg.Metrics, GhostSites: sites, ConsoleSessionTTL: limits.consoleSession}),
 		// Bounded in time as well as size (bodies are capped per endpoint): a client
 		// trickling a request cannot hold a connection and goroutine for ever.
 		ReadHeaderTimeout: 10 * time.Second,

@@ -18,6 +18,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/rs/zerolog"
 
+	"github.com/relayhq/relay/relay/internal/console"
 	"github.com/relayhq/relay/relay/internal/netguard"
 	"github.com/relayhq/relay/relay/internal/pipeline"
 )
@@ -37,6 +38,7 @@ func defaultVars() kong.Vars {
 		"addr":                defaultAddr,
 		"max_connections":     strconv.Itoa(defaultMaxConnections),
 		"idle_timeout":        formatDuration(defaultIdleTimeout),
+		"console_session_ttl": formatDuration(console.DefaultSessionTTL),
 		"http_timeout":        formatDuration(d.HTTPTimeout),
 		"retry_schedule":      retrySchedule(d.Retry.Schedule).String(),
 		"retention":           formatDuration(d.Retention),

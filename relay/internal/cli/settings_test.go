@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/relayhq/relay/relay/internal/console"
 	"github.com/relayhq/relay/relay/internal/pipeline"
 )
 
@@ -32,7 +33,7 @@ func TestRunDefaultsAreThePipelines(t *testing.T) {
 	if cfg.Targets == nil || cfg.Targets.String() != "" {
 		t.Errorf("allowlist %v, want an empty one", cfg.Targets)
 	}
-	if limits != (serverLimits{maxConns: defaultMaxConnections, idleTimeout: defaultIdleTimeout}) {
+	if limits != (serverLimits{maxConns: defaultMaxConnections, idleTimeout: defaultIdleTimeout, consoleSession: console.DefaultSessionTTL}) {
 		t.Errorf("server limits %+v", limits)
 	}
 	if cfg.EventRetention != 0 {
@@ -52,6 +53,7 @@ func TestRunSettingsArriveTyped(t *testing.T) {
 	cli, err := parseCLI(t, map[string]string{
 		"RELAY_HTTP_TIMEOUT": "1m30s", "RELAY_RETRY_SCHEDULE": "1s, 2m", "RELAY_ALLOWED_TARGETS": "10.0.0.0/8:443,receiver:9000",
 		"RELAY_RETENTION": "0", "RELAY_EVENT_RETENTION": "8760h", "RELAY_WORKERS": "3", "RELAY_LOG_LEVEL": "WARN", "RELAY_LOG_FORMAT": "Console",
+		"RELAY_CONSOLE_SESSION_TTL": "30m",
 	}, []string{"run", "--webhook-concurrency", "2", "--poll-interval=250ms", "--disable-after", "1h", "--idle-timeout=1s"})
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +65,7 @@ func TestRunSettingsArriveTyped(t *testing.T) {
 	if cfg.HTTPTimeout != 90*time.Second || !slices.Equal(cfg.Retry.Schedule, []time.Duration{time.Second, 2 * time.Minute}) ||
 		cfg.Targets.String() != "10.0.0.0/8:443,receiver:9000" || cfg.Retention != 0 || cfg.EventRetention != 8760*time.Hour || cfg.Workers != 3 ||
 		cfg.WebhookConcurrency != 2 || cfg.PollInterval != 250*time.Millisecond || cfg.DisableAfter != time.Hour ||
-		limits.idleTimeout != time.Second {
+		limits.idleTimeout != time.Second || limits.consoleSession != 30*time.Minute {
 		t.Errorf("settings did not arrive: %+v %+v", cfg, limits)
 	}
 	if cli.LogLevel != zerolog.WarnLevel || cli.LogFormat != "console" {
@@ -123,6 +125,8 @@ func TestEverySettingErrorNamesItsVariable(t *testing.T) {
 		{"RELAY_WEBHOOK_CONCURRENCY", "10001", "RELAY_WEBHOOK_CONCURRENCY (--webhook-concurrency): "},
 		{"RELAY_MAX_CONNECTIONS", "0", "RELAY_MAX_CONNECTIONS (--max-connections): "},
 		{"RELAY_IDLE_TIMEOUT", "0s", "RELAY_IDLE_TIMEOUT (--idle-timeout): "},
+		{"RELAY_CONSOLE_SESSION_TTL", "1m", "RELAY_CONSOLE_SESSION_TTL (--console-session-ttl): 1m is out of range [5m, 168h]"},
+		{"RELAY_CONSOLE_SESSION_TTL", "720h", "RELAY_CONSOLE_SESSION_TTL (--console-session-ttl): 720h is out of range"},
 	} {
 		cli, err := parseCLI(t, map[string]string{tc.env: tc.value}, []string{"run"})
 		if err != nil {

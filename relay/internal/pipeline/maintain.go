@@ -11,8 +11,9 @@ import (
 )
 
 // maintainer runs the periodic housekeeping: disabling webhooks that have failed for
-// too long, and pruning history past the retention windows. Every statement is short
-// and bounded, so it never holds up delivery; several relays may run it at once.
+// too long, pruning history past the retention windows, and rolling the per-minute
+// statistics up into hours (what the console's 24-hour figures read). Every statement
+// is short and bounded, so it never holds up delivery; several relays may run it at once.
 type maintainer struct {
 	db  store.Beginner
 	cfg Config
@@ -55,6 +56,9 @@ func (m maintainer) run(ctx context.Context) error {
 			m.log.Warn().Err(err).Msg("sweep of held deliveries failed")
 		} else if n > 0 {
 			m.log.Warn().Int("deliveries", n).Msg("let go deliveries of ordered keys held with nothing in front of them (a relay stopped between a fan-out and its second look)")
+		}
+		if _, err := store.RollUpHours(ctx, m.db, time.Now()); err != nil && ctx.Err() == nil {
+			m.log.Warn().Err(err).Msg("rolling up webhook statistics failed")
 		}
 	}
 }

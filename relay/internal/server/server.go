@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/relayhq/relay/relay/internal/apikey"
+	"github.com/relayhq/relay/relay/internal/console"
 	"github.com/relayhq/relay/relay/internal/ghostsite"
 	"github.com/relayhq/relay/relay/internal/metrics"
 	"github.com/relayhq/relay/schema"
@@ -37,6 +38,9 @@ type Deps struct {
 	// GhostSites verifies and stores connected Ghost sites' webhooks; nil reads
 	// relay.ghost_sites without a key-encryption key (sealed sites are then refused).
 	GhostSites *ghostsite.Store
+	// ConsoleSessionTTL is how long an operator console session lasts
+	// (console.DefaultSessionTTL when zero).
+	ConsoleSessionTTL time.Duration
 }
 
 // New returns the relay's HTTP handler.
@@ -53,6 +57,9 @@ func New(d Deps) http.Handler {
 	registerGhostInbound(mux, d)
 	registerAdmin(mux, d)
 	registerAudit(mux, d)
+	// The operator console, under /ui/ (a request for /ui is redirected there).
+	mux.Handle(console.Prefix, console.New(console.Deps{Pool: d.Pool, Keys: d.keys(), GhostSites: d.GhostSites,
+		Log: d.Log, SessionTTL: d.ConsoleSessionTTL}))
 	return mux
 }
 

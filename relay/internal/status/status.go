@@ -32,36 +32,49 @@ type Summary struct {
 	Failed int64 `json:"failed"`
 }
 
-// backlogSQL compares each outbox row's (transaction_id, "offset") with the consumer
-// group's position, which is how watermill-sql itself decides what is next. Before the
-// first relay ever ran the group has no row, and everything is unread. Both the count
-// and the age come from one index range scan of the outbox's primary key.
-const backlogSQL = `
-WITH g AS (
-    SELECT last_processed_transaction_id AS tx, coalesce(offset_acked, 0) AS off
-      FROM relay.outbox_offsets WHERE consumer_group = $1
-    UNION ALL
-    SELECT '0'::xid8, 0
-     WHERE NOT EXISTS (SELECT 1 FROM relay.outbox_offsets WHERE consumer_group = $1)
-), unread AS (
-    SELECT count(*) AS n, min(o.created_at) AS oldest
-      FROM relay.outbox o, g
-     WHERE (o.transaction_id, o."offset") > (g.tx, g.off)
-)
-SELECT unread.n,
-       coalesce(extract(epoch FROM greatest(now() - unread.oldest, interval '0')), 0)::float8,
-       (SELECT count(*) FROM relay.deliveries WHERE status = 'pending'),
-       (SELECT count(*) FROM relay.deliveries WHERE status = 'failed')
-  FROM unread`
+// positionSQL is the consumer group's position in the outbox, (0, 0) before the first
+// relay ever ran.
+const positionSQL = `SELECT coalesce((SELECT last_processed_transaction_id::text FROM relay.outbox_offsets WHERE consumer_group = $1), '0'),
+	coalesce((SELECT offset_acked FROM relay.outbox_offsets WHERE consumer_group = $1), 0)`
 
-// ReadSummary runs one short statement; callers bound it with ctx.
-func ReadSummary(ctx context.Context, pool *pgxpool.Pool) (Summary, error) {
-	var s Summary
-	var age float64
-	if err := pool.QueryRow(ctx, backlogSQL, store.ConsumerGroup).Scan(&s.Backlog, &age, &s.Pending, &s.Failed); err != nil {
-		return Summary{}, fmt.Errorf("status: read backlog and delivery counts: %w", err)
+// backlogSQL counts the outbox rows after a position, as watermill-sql itself decides
+// what is next: (transaction_id, "offset") greater than the group's. The position comes
+// as parameters read just before, not from a join, so that the planner sees where it
+// is and reads only the rows after it through the primary key (joined, it guessed a
+// third of the outbox and scanned all of it).
+const backlogSQL = `SELECT count(*), coalesce(extract(epoch FROM greatest(now() - min(created_at), interval '0')), 0)::float8
+	FROM relay.outbox WHERE (transaction_id, "offset") > ($1::text::xid8, $2::bigint)`
+
+// countsSQL counts pending and failed deliveries through their partial indexes.
+const countsSQL = `SELECT (SELECT count(*) FROM relay.deliveries WHERE status = 'pending'),
+	(SELECT count(*) FROM relay.deliveries WHERE status = 'failed')`
+
+// ReadBacklog returns the committed events the relays have not read yet and how old the
+// oldest of them is, in two short statements on q.
+func ReadBacklog(ctx context.Context, q store.Querier) (events int64, oldest time.Duration, err error) {
+	var tx string
+	var off int64
+	if err := q.QueryRow(ctx, positionSQL, store.ConsumerGroup).Scan(&tx, &off); err != nil {
+		return 0, 0, fmt.Errorf("status: read the outbox position: %w", err)
 	}
-	s.OldestUnread = time.Duration(age * float64(time.Second))
+	var age float64
+	if err := q.QueryRow(ctx, backlogSQL, tx, off).Scan(&events, &age); err != nil {
+		return 0, 0, fmt.Errorf("status: read the outbox backlog: %w", err)
+	}
+	return events, time.Duration(age * float64(time.Second)), nil
+}
+
+// ReadSummary reads the backlog and the delivery counts on q (a pool, or a page's read
+// transaction) in three short statements; callers bound them with ctx.
+func ReadSummary(ctx context.Context, q store.Querier) (Summary, error) {
+	var s Summary
+	var err error
+	if s.Backlog, s.OldestUnread, err = ReadBacklog(ctx, q); err != nil {
+		return Summary{}, err
+	}
+	if err := q.QueryRow(ctx, countsSQL).Scan(&s.Pending, &s.Failed); err != nil {
+		return Summary{}, fmt.Errorf("status: read delivery counts: %w", err)
+	}
 	return s, nil
 }
 
@@ -91,24 +104,26 @@ type Webhook struct {
 	FailingSince *time.Time `json:"failing_since"`
 }
 
-// webhooksSQL counts only pending and failed rows, through the (status, created_at)
-// index, so its cost follows the trouble, not the history.
+// webhooksSQL counts only pending and failed rows, each through its partial index (as
+// one scan of both statuses the planner read every delivery), so its cost follows the
+// trouble, not the history.
 const webhooksSQL = `
 SELECT w.id, w.event, w.target_url, w.status, w.disabled_reason,
-       coalesce(d.pending, 0), coalesce(d.failed, 0),
-       w.ordered, coalesce(d.held, 0), coalesce(d.blocked_keys, 0),
+       coalesce(d.pending, 0)::bigint, coalesce(d.failed, 0)::bigint,
+       w.ordered, coalesce(d.held, 0)::bigint, coalesce(d.blocked_keys, 0)::bigint,
        w.last_triggered_at, w.last_triggered_status, w.last_attempt_error,
        w.last_success_at, w.failing_since
   FROM relay.webhooks w
   LEFT JOIN (
-        SELECT webhook_id,
-               count(*) FILTER (WHERE status = 'pending') AS pending,
-               count(*) FILTER (WHERE status = 'failed') AS failed,
-               count(*) FILTER (WHERE status = 'pending' AND next_attempt_at IS NULL) AS held,
-               count(DISTINCT ordering_key) FILTER (WHERE status = 'failed') AS blocked_keys
-          FROM relay.deliveries
-         WHERE status IN ('pending', 'failed')
-         GROUP BY webhook_id
+        SELECT webhook_id, sum(pending) AS pending, sum(failed) AS failed,
+               sum(held) AS held, sum(blocked_keys) AS blocked_keys FROM (
+            SELECT webhook_id, count(*) AS pending, 0 AS failed,
+                   count(*) FILTER (WHERE next_attempt_at IS NULL) AS held, 0 AS blocked_keys
+              FROM relay.deliveries WHERE status = 'pending' GROUP BY webhook_id
+            UNION ALL
+            SELECT webhook_id, 0, count(*), 0, count(DISTINCT ordering_key)
+              FROM relay.deliveries WHERE status = 'failed' GROUP BY webhook_id
+        ) c GROUP BY webhook_id
   ) d ON d.webhook_id = w.id
  ORDER BY w.created_at, w.id`
 

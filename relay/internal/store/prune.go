@@ -16,15 +16,17 @@ type PruneStats struct {
 	Events     int64
 	// StripeEvents are the ids of received Stripe events, kept to deduplicate resends.
 	StripeEvents int64
-	// Minutes are rows of relay.webhook_minutes (the console's statistics).
+	// Minutes and Hours are rows of relay.webhook_minutes and relay.webhook_hours (the
+	// console's statistics).
 	Minutes int64
+	Hours   int64
 }
 
 // Cutoffs say what Prune removes: what was created before each time. A zero time keeps
 // everything of its kind.
 type Cutoffs struct {
 	// Deliveries prunes finished deliveries (with their attempts) and the webhooks'
-	// per-minute statistics (RELAY_RETENTION).
+	// per-minute and hourly statistics (RELAY_RETENTION).
 	Deliveries time.Time
 	// Events prunes events (RELAY_EVENT_RETENTION); see pruneEventsBatch for which.
 	Events time.Time
@@ -67,14 +69,16 @@ const (
 		LIMIT $2)`
 	pruneMinutesSQL = `DELETE FROM relay.webhook_minutes WHERE (webhook_id, minute) IN (
 		SELECT webhook_id, minute FROM relay.webhook_minutes WHERE minute < $1 LIMIT $2)`
+	pruneHoursSQL = `DELETE FROM relay.webhook_hours WHERE (webhook_id, hour) IN (
+		SELECT webhook_id, hour FROM relay.webhook_hours WHERE hour < $1 LIMIT $2)`
 	// The Stripe ids are what makes a Stripe resend a no-op.
 	pruneStripeIDsSQL = `DELETE FROM relay.stripe_events WHERE id IN (
 		SELECT id FROM relay.stripe_events WHERE received_at < $1 LIMIT $2)`
 )
 
 // Prune deletes, in batches of PruneBatch rows, what was created before c's cutoffs:
-// finished deliveries (with their attempts), then events, then per-minute statistics
-// and Stripe event ids. It never touches a pending delivery, nor a failed one that
+// finished deliveries (with their attempts), then events, then per-minute and hourly
+// statistics and Stripe event ids. It never touches a pending delivery, nor a failed one that
 // holds an ordered key, nor an event that has a pending or failed delivery or that the
 // relays have not yet read.
 func Prune(ctx context.Context, db Beginner, c Cutoffs) (PruneStats, error) {
@@ -87,6 +91,9 @@ func Prune(ctx context.Context, db Beginner, c Cutoffs) (PruneStats, error) {
 		return st, err
 	}
 	if err := pruneRows(ctx, db, "webhook minutes", pruneMinutesSQL, c.Deliveries, &st.Minutes); err != nil {
+		return st, err
+	}
+	if err := pruneRows(ctx, db, "webhook hours", pruneHoursSQL, c.Deliveries, &st.Hours); err != nil {
 		return st, err
 	}
 	return st, pruneRows(ctx, db, "stripe events", pruneStripeIDsSQL, c.StripeIDs, &st.StripeEvents)

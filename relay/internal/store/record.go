@@ -213,6 +213,22 @@ var (
 	LagBuckets      = [...]int64{10, 50, 100, 250, 500, 1000, 5000, 60000, 3600000}
 )
 
+// BucketColumns are the bucket columns of relay.webhook_minutes and
+// relay.webhook_hours, in order: the attempt durations d1..d10 (DurationBuckets and the
+// bucket above them), then the commit-to-receipt lags l1..l10 (LagBuckets likewise).
+var BucketColumns = func() []string {
+	var cols []string
+	for _, c := range []struct {
+		prefix string
+		n      int
+	}{{"d", len(DurationBuckets) + 1}, {"l", len(LagBuckets) + 1}} {
+		for i := 1; i <= c.n; i++ {
+			cols = append(cols, fmt.Sprintf("%s%d", c.prefix, i))
+		}
+	}
+	return cols
+}()
+
 // bucketOf is the 1-based bucket of ms for bounds.
 func bucketOf(ms int64, bounds []int64) int32 {
 	for i, b := range bounds {

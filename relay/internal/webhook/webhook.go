@@ -16,7 +16,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/relayhq/relay/relay/internal/invalid"
 	"github.com/relayhq/relay/relay/internal/store"
 )
@@ -157,8 +156,9 @@ func truncate(s string, n int) string {
 // version whose Admin API the relay answers as (Ghost uses its own version).
 const DefaultAPIVersion = "v6.65"
 
-// Store reads and writes relay.webhooks.
-type Store struct{ Pool *pgxpool.Pool }
+// Store reads and writes relay.webhooks. Pool is a pool, or a transaction when a change
+// must commit with something else (the console records who made it in the same one).
+type Store struct{ Pool store.Beginner }
 
 const columns = `id, event, target_url, name, secret, api_version, integration_id, status,
 	disabled_reason, stripe_signature, ordered, last_triggered_at, last_triggered_status, last_triggered_error, created_at, updated_at`
