@@ -41,7 +41,8 @@ WITH cur AS (
     SELECT * FROM unnest($5::text[], $6::int[]) AS r(webhook_id, n)
 ), pairs AS (
     SELECT e."uuid"::uuid AS event_id, w.id AS webhook_id, e.transaction_id, e."offset", room.n AS room,
-           CASE WHEN w.ordered THEN relay.event_key(e.metadata ->> 'event', e.payload, e.ordering_key) END AS okey
+           CASE WHEN w.ordered THEN relay.event_key(e.metadata ->> 'event', e.payload, e.ordering_key) END AS okey,
+           w.replay_fence_tx IS NOT NULL AS fenced
       FROM evs e
       JOIN relay.webhooks w
         ON w.status = 'active'
@@ -50,12 +51,14 @@ WITH cur AS (
       LEFT JOIN room ON room.webhook_id = w.id
 ), fresh AS (
     -- A delivery of an ordered key is held when an unfinished one of its key exists,
-    -- or comes before it in this batch. Pairs of an ordered key that exist already (a
+    -- or comes before it in this batch, or a replay of its webhook runs (the replay's
+    -- history of the key goes first; store/replay.go). Pairs of an ordered key that exist already (a
     -- batch read again) are left out, so that they do not count as earlier in the
     -- batch; ON CONFLICT covers the others.
     SELECT p.*,
            CASE WHEN p.okey IS NULL THEN false
-                ELSE row_number() OVER (PARTITION BY p.webhook_id, p.okey ORDER BY p.transaction_id, p."offset") > 1
+                ELSE p.fenced
+                     OR row_number() OVER (PARTITION BY p.webhook_id, p.okey ORDER BY p.transaction_id, p."offset") > 1
                      OR EXISTS (SELECT 1 FROM relay.deliveries b
                                  WHERE b.webhook_id = p.webhook_id AND b.ordering_key = p.okey
                                    AND b.status IN ('pending', 'failed')) END AS held

@@ -37,12 +37,15 @@ import (
 // a header that counts all it set due.
 const releaseNextSQL = `
 WITH k AS (
-    SELECT DISTINCT webhook_id, ordering_key FROM relay.deliveries
-     WHERE id = ANY($1::bigint[]) AND ordering_key IS NOT NULL
+    -- With the webhook's replay fence (00013_replay): while a replay of it runs, only
+    -- what is before the replay's position goes.
+    SELECT DISTINCT d.webhook_id, d.ordering_key, w.replay_fence_tx AS fence_tx, w.replay_fence_offset AS fence_offset
+      FROM relay.deliveries d JOIN relay.webhooks w ON w.id = d.webhook_id
+     WHERE d.id = ANY($1::bigint[]) AND d.ordering_key IS NOT NULL
 ), nxt AS (
     SELECT h.id, row_number() OVER (ORDER BY h.id) <= $3 AS lease
       FROM k CROSS JOIN LATERAL (
-        SELECT b.id FROM relay.deliveries b
+        SELECT b.id, b.event_tx, b.event_offset FROM relay.deliveries b
          WHERE b.webhook_id = k.webhook_id AND b.ordering_key = k.ordering_key
            AND b.status = 'pending' AND b.next_attempt_at IS NULL
          ORDER BY b.event_tx, b.event_offset
@@ -51,6 +54,7 @@ WITH k AS (
      WHERE NOT EXISTS (SELECT 1 FROM relay.deliveries a
                         WHERE a.webhook_id = k.webhook_id AND a.ordering_key = k.ordering_key
                           AND (a.status = 'failed' OR (a.status = 'pending' AND a.next_attempt_at IS NOT NULL)))
+       AND (k.fence_tx IS NULL OR (h.event_tx, h.event_offset) <= (k.fence_tx, k.fence_offset))
 ), locked AS (
     -- In id order, skipping what another statement is letting go right now.
     SELECT d.id FROM relay.deliveries d
