@@ -29,6 +29,8 @@ type CLI struct {
 	Events      EventsCmd      `cmd:"" help:"Audit events."`
 	Deliveries  DeliveriesCmd  `cmd:"" help:"Audit deliveries."`
 	Redeliver   RedeliverCmd   `cmd:"" help:"Deliver again: one delivery, every delivery of an event (--event), or a webhook's failed ones (--webhook --since)."`
+	Replay      ReplayCmd      `cmd:"" help:"Replay the kept log to a webhook: deliveries for the events of a window it matches, those from before it existed included."`
+	Replays     ReplaysCmd     `cmd:"" help:"List, follow or cancel replays."`
 	Bench       BenchCmd       `cmd:"" help:"Measure throughput, latency, CPU and memory on this machine."`
 	Status      StatusCmd      `cmd:"" help:"Show the outbox backlog and, per webhook, pending and failed deliveries and the last error."`
 	Receive     ReceiveCmd     `cmd:"" help:"Run a sample webhook receiver that verifies signatures and logs deliveries."`

@@ -7,6 +7,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/relayhq/relay/relay/internal/audit"
+	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/relay/internal/webhook"
 )
 
@@ -26,9 +30,10 @@ type WebhooksAddCmd struct {
 	IntegrationID *string `name:"integration-id" help:"Integration (see relay keys list) that may then manage it through the Admin API; default none: the operator's, managed with this CLI only."`
 	// Only here, never through the Admin API: the mark decides who receives a signature
 	// Ghost trusts as Stripe's.
-	StripeSignature bool `name:"stripe-signature" help:"Add Stripe-Signature (keyed with WEBHOOK_SECRET) to the Stripe events this webhook gets: for Ghost's /members/webhooks/stripe/. Only for a stripe.* or stripe.<type> webhook."`
-	Ordered         bool `name:"ordered" help:"Deliver the events of each ordering key (the post, page, tag or member they are about, or the key given at emit) one at a time, in commit order; a failed one holds back the later ones of its key until redelivered or skipped."`
-	JSON            bool `name:"json" help:"Print JSON."`
+	StripeSignature bool   `name:"stripe-signature" help:"Add Stripe-Signature (keyed with WEBHOOK_SECRET) to the Stripe events this webhook gets: for Ghost's /members/webhooks/stripe/. Only for a stripe.* or stripe.<type> webhook."`
+	Ordered         bool   `name:"ordered" help:"Deliver the events of each ordering key (the post, page, tag or member they are about, or the key given at emit) one at a time, in commit order; a failed one holds back the later ones of its key until redelivered or skipped."`
+	ReplayFrom      string `name:"replay-from" help:"Also deliver the kept events it matches since this time (RFC 3339, a date, or 7d, 720h), those from before it existed: a replay (relay replays)."`
+	JSON            bool   `name:"json" help:"Print JSON."`
 }
 
 func (c *WebhooksAddCmd) Run(ctx context.Context, g *Globals) error {
@@ -36,9 +41,28 @@ func (c *WebhooksAddCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	return withStore(ctx, g, func(st webhook.Store) error {
-		w, err := st.Add(ctx, webhook.Input{Event: &c.Event, TargetURL: &c.TargetURL, Name: optional(c.Name),
-			Secret: optional(c.Secret), IntegrationID: c.IntegrationID, StripeSignature: &c.StripeSignature, Ordered: &c.Ordered})
+	var since time.Time
+	if c.ReplayFrom != "" {
+		if since, err = audit.ParseTime(c.ReplayFrom, time.Now()); err != nil {
+			return fmt.Errorf("--replay-from: %w", err)
+		}
+	}
+	return g.withDB(ctx, func(db *database) error {
+		var w webhook.Webhook
+		var rp *store.Replay
+		// One transaction: no fan-out sees the webhook without its replay (for an ordered
+		// webhook, the replay's fence holds its live events behind their history).
+		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			var err error
+			w, err = webhook.Store{Pool: tx}.Add(ctx, webhook.Input{Event: &c.Event, TargetURL: &c.TargetURL, Name: optional(c.Name),
+				Secret: optional(c.Secret), IntegrationID: c.IntegrationID, StripeSignature: &c.StripeSignature, Ordered: &c.Ordered})
+			if err != nil || since.IsZero() {
+				return err
+			}
+			r, err := store.CreateReplayIn(ctx, tx, store.ReplayRequest{WebhookID: w.ID, Since: since, RequestedBy: "cli"})
+			rp = &r
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -48,11 +72,18 @@ func (c *WebhooksAddCmd) Run(ctx context.Context, g *Globals) error {
 			shown = w
 		}
 		if c.JSON {
-			return printJSON(shown)
+			return printJSON(struct {
+				webhook.Webhook
+				Replay *store.Replay `json:"replay,omitempty"`
+			}{shown, rp})
 		}
 		fmt.Printf("added webhook %s: %s -> %s\n", w.ID, w.Event, webhook.MaskURL(w.TargetURL))
 		if generated {
 			fmt.Printf("secret (shown once): %s\n", *w.Secret)
+		}
+		if rp != nil {
+			fmt.Printf("replay %d: the events since %s, delivered by the running relays (follow it: relay replays show %d)\n",
+				rp.ID, rp.Since.UTC().Format(time.RFC3339), rp.ID)
 		}
 		return nil
 	})

@@ -57,6 +57,7 @@ func New(d Deps) http.Handler {
 	registerGhostInbound(mux, d)
 	registerAdmin(mux, d)
 	registerAudit(mux, d)
+	registerReplays(mux, d)
 	// The operator console, under /ui/ (a request for /ui is redirected there).
 	mux.Handle(console.Prefix, console.New(console.Deps{Pool: d.Pool, Keys: d.keys(), GhostSites: d.GhostSites,
 		Log: d.Log, SessionTTL: d.ConsoleSessionTTL}))

@@ -66,7 +66,6 @@ type Replay struct {
 	Existing     int64      `json:"already_existing"` // events the webhook had a delivery of
 	Skipped      int64      `json:"skipped"`          // events of the window it does not match
 	Pending      int64      `json:"pending"`          // its deliveries still pending
-	Window       int64      `json:"window_events"`    // events in the window (an estimate while running)
 	RequestedBy  string     `json:"requested_by"`
 	CreatedAt    time.Time  `json:"created_at"`
 	UpdatedAt    time.Time  `json:"updated_at"`
@@ -82,15 +81,15 @@ func CreateReplay(ctx context.Context, db Beginner, r ReplayRequest) (Replay, er
 	var out Replay
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		var err error
-		out, err = createReplay(ctx, tx, r)
+		out, err = CreateReplayIn(ctx, tx, r)
 		return err
 	})
 	return out, err
 }
 
-// createReplay starts a replay in tx; `relay webhooks add --replay-from` calls it in
+// CreateReplayIn starts a replay in tx; `relay webhooks add --replay-from` calls it in
 // the webhook's own transaction, so that no fan-out sees the webhook without its fence.
-func createReplay(ctx context.Context, tx pgx.Tx, r ReplayRequest) (Replay, error) {
+func CreateReplayIn(ctx context.Context, tx pgx.Tx, r ReplayRequest) (Replay, error) {
 	if r.Since.IsZero() {
 		return Replay{}, invalid.New("since", "a replay needs since: the start of its window")
 	}
@@ -141,8 +140,7 @@ func mapReplayError(err error, r ReplayRequest) error {
 	return fmt.Errorf("replay: create: %w", err)
 }
 
-// replaySelect reads a replay with its pending deliveries and, while it runs, an
-// estimate of its window's events (the planner's, from the created_at index).
+// replaySelect reads a replay with its pending deliveries.
 const replaySelect = `
 SELECT r.id, r.webhook_id, r.since, r.until, r.event_pattern, r.status, r.reason,
        r.scanned, r.created, r.existing, r.skipped,
@@ -166,25 +164,38 @@ func getReplay(ctx context.Context, q Querier, id int64) (Replay, error) {
 	if err != nil {
 		return Replay{}, fmt.Errorf("read replay %d: %w", id, err)
 	}
-	if r.Status == "running" {
-		// The window's size, for a progress bar: counted on the created_at index, in a
-		// statement of its own (short: index-only, bounded by the window).
-		if err := q.QueryRow(ctx, `SELECT count(*) FROM relay.outbox WHERE created_at >= $1 AND created_at < $2`,
-			r.Since, r.Until).Scan(&r.Window); err != nil {
-			return Replay{}, fmt.Errorf("read replay %d: count its window: %w", id, err)
-		}
-	} else {
-		r.Window = r.Scanned
-	}
 	return r, nil
+}
+
+// ReplayWindow counts the events of a replay's window, for a progress bar: on the
+// created_at index, once (a large window takes a moment).
+func ReplayWindow(ctx context.Context, q Querier, r Replay) (int64, error) {
+	var n int64
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM relay.outbox WHERE created_at >= $1 AND created_at < $2`,
+		r.Since, r.Until).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count the events of replay %d's window: %w", r.ID, err)
+	}
+	return n, nil
 }
 
 // GetReplay reads one replay.
 func GetReplay(ctx context.Context, q Querier, id int64) (Replay, error) { return getReplay(ctx, q, id) }
 
-// ListReplays lists replays, newest first, of one webhook when webhookID is set.
-func ListReplays(ctx context.Context, q Querier, webhookID string, limit int) ([]Replay, error) {
-	rows, err := q.Query(ctx, replaySelect+` WHERE $1 = '' OR r.webhook_id = $1 ORDER BY r.id DESC LIMIT $2`, webhookID, limit)
+// ReplayFilter selects replays to list.
+type ReplayFilter struct {
+	WebhookID string // only this webhook's; empty: any
+	// IntegrationID: only replays to this integration's webhooks (an API key's view);
+	// empty: any.
+	IntegrationID string
+	Limit         int
+}
+
+// ListReplays lists replays, newest first.
+func ListReplays(ctx context.Context, q Querier, f ReplayFilter) ([]Replay, error) {
+	rows, err := q.Query(ctx, replaySelect+`
+		WHERE ($1 = '' OR r.webhook_id = $1)
+		  AND ($2 = '' OR EXISTS (SELECT 1 FROM relay.webhooks w WHERE w.id = r.webhook_id AND w.integration_id = $2))
+		ORDER BY r.id DESC LIMIT $3`, f.WebhookID, f.IntegrationID, f.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("list replays: %w", err)
 	}
