@@ -47,7 +47,8 @@ type replayBody struct {
 func (d Deps) replayCreate(w http.ResponseWriter, r *http.Request) {
 	raw, err := readBody(w, r, replayBodyLimit)
 	if errors.Is(err, errTooLarge) {
-		writeAPIError(w, actionNone, &apiError{Type: "RequestEntityTooLargeError", Message: "Request is larger than the maximum file size the server allows"})
+		writeAPIError(w, actionNone, &apiError{Type: "RequestEntityTooLargeError", Status: http.StatusRequestEntityTooLarge,
+			Message: "a replay request is a few short fields; this body is over 4 KiB"})
 		return
 	} else if err != nil {
 		d.auditError(w, r, err)
