@@ -54,6 +54,12 @@ type benchReport struct {
 			Needed             int     `json:"needed_webhook_concurrency"`
 			Setting            string  `json:"setting"`
 		} `json:"concurrency_advice"`
+		Replay *struct {
+			Baseline        *struct{ P50 int64 } `json:"baseline_latency"`
+			During          *struct{ P50 int64 } `json:"during_replay_latency"`
+			P50Ratio        float64              `json:"p50_ratio"`
+			ReplayPerSecond float64              `json:"replay_deliveries_per_second"`
+		} `json:"replay"`
 		RelayCPUPerDelivery float64  `json:"relay_cpu_us_per_delivery"`
 		PGCPUPerDelivery    *float64 `json:"postgres_cpu_us_per_delivery"`
 		Statements          []struct {
@@ -175,7 +181,7 @@ func TestBenchRunsEveryScenarioEndToEnd(t *testing.T) {
 		"--writer-for", "300ms", "--writer-rounds", "2", "--writer-rows", "500",
 		"--backlog-sizes", "200,400", "--widths", "1,5", "--width-events", "30",
 		"--body-sizes", "200B,64KiB,1MiB", "--body-events", "10", "--body-budget", "4MiB",
-		"--receiver-delays", "5ms,50ms", "--receiver-events", "40")
+		"--receiver-delays", "5ms,50ms", "--receiver-events", "40", "--replay-events", "500")
 	rep := decodeBench(t, out)
 	if rep.Server != "private" || !rep.Durable || !rep.Fsync {
 		t.Errorf("default private server not durable: server %q, durable %v, fsync %v", rep.Server, rep.Durable, rep.Fsync)
@@ -205,6 +211,10 @@ func TestBenchRunsEveryScenarioEndToEnd(t *testing.T) {
 			if s.BodyBytes == 1<<20 && s.Events != 4 {
 				t.Errorf("%s: %d events of 1 MiB, want 4 (the 4 MiB budget)", s.Name, s.Events)
 			}
+		case "r":
+			if r := s.Replay; r == nil || r.Baseline == nil || r.During == nil || r.P50Ratio <= 0 || r.ReplayPerSecond <= 0 {
+				t.Errorf("%s: replay figures %+v", s.Name, s.Replay)
+			}
 		case "h":
 			if s.ReceiverDelay <= 0 {
 				t.Errorf("%s: no receiver delay", s.Name)
@@ -219,7 +229,7 @@ func TestBenchRunsEveryScenarioEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]int{"a": 1, "b": 1, "c": 1, "d": 1, "e": 2, "f": 2, "g": 3}
+	want := map[string]int{"a": 1, "b": 1, "c": 1, "d": 1, "e": 2, "f": 2, "g": 3, "r": 1}
 	for id, n := range want {
 		if count[id] != n {
 			t.Errorf("%d scenario(s) %s, want %d: %s", count[id], id, n, out)

@@ -47,11 +47,12 @@ const (
 	ScenarioWidths   = "f" // webhooks per event
 	ScenarioBodies   = "g" // body sizes
 	ScenarioReceiver = "h" // slow receivers
+	ScenarioReplay   = "r" // a replay beside live traffic
 )
 
 // AllScenarios is every scenario id, in running order.
 var AllScenarios = []string{ScenarioSteady, ScenarioBacklog, ScenarioFanout, ScenarioIdle,
-	ScenarioWriter, ScenarioSizes, ScenarioWidths, ScenarioBodies, ScenarioReceiver}
+	ScenarioWriter, ScenarioSizes, ScenarioWidths, ScenarioBodies, ScenarioReceiver, ScenarioReplay}
 
 // Options sizes the run. Zero sizes (and empty lists) skip their scenario.
 type Options struct {
@@ -94,6 +95,8 @@ type Options struct {
 	ReceiverDelays []time.Duration // (h) receiver latencies
 	ReceiverEvents int             // (h) events at each latency
 
+	ReplayEvents int // (r) events of the kept log replayed (the live load is (a)'s rate and duration)
+
 	// DrainTimeout bounds one drain; a drain that runs out is reported, with what it
 	// delivered so far, as a failed check, and the run goes on.
 	DrainTimeout time.Duration
@@ -110,6 +113,7 @@ func DefaultOptions() Options {
 		Widths:       []int{1, 10, 100, 1000}, WidthEvents: 1000,
 		BodySizes: []int{200, 8 << 10, 64 << 10, 1 << 20}, BodyEvents: 1000, BodyBudget: 256 << 20,
 		ReceiverDelays: []time.Duration{5 * time.Millisecond, 50 * time.Millisecond}, ReceiverEvents: 2000,
+		ReplayEvents: 1_000_000,
 		DrainTimeout: 30 * time.Minute,
 	}
 }
@@ -122,6 +126,7 @@ func (o *Options) Quick() {
 	o.Widths, o.WidthEvents = []int{1, 10, 100}, 100
 	o.BodyEvents, o.BodyBudget = 100, 16<<20
 	o.ReceiverEvents = 300
+	o.ReplayEvents = 50_000
 }
 
 // Latency percentiles, commit to receipt.
@@ -177,6 +182,9 @@ type Scenario struct {
 	// StatementsMicrosPerDelivery is the execution time of every statement of the run.
 	StatementsMicrosPerDelivery float64    `json:"statements_us_per_delivery,omitempty"`
 	Fanout                      *Statement `json:"fanout_statement,omitempty"`
+
+	// Replay is (r)'s.
+	Replay *ReplayFigures `json:"replay,omitempty"`
 
 	// Tables are the relay's tables after the drain (relay stopped), and their sum
 	// divided by deliveries.
@@ -304,6 +312,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		{ScenarioWidths, len(o.Widths) > 0 && o.WidthEvents > 0, b.widths},
 		{ScenarioBodies, len(o.BodySizes) > 0 && o.BodyEvents > 0, b.bodies},
 		{ScenarioReceiver, len(o.ReceiverDelays) > 0 && o.ReceiverEvents > 0, b.slowReceivers},
+		{ScenarioReplay, o.ReplayEvents > 0 && o.Rate > 0 && o.SteadyFor > 0, one(b.replayScenario)},
 	} {
 		if !s.on || !want[s.id] {
 			continue

@@ -48,6 +48,11 @@ func (r *Report) Print(w io.Writer) {
 	r.printWidths(w)
 	r.printBodies(w)
 	r.printReceivers(w)
+	for _, s := range r.byID(ScenarioReplay) {
+		if s.Replay != nil {
+			s.Replay.print(w, s)
+		}
+	}
 	r.printCosts(w)
 	if failed := r.Failed(); len(failed) > 0 {
 		fmt.Fprintf(w, "\nFAILED CHECKS:\n")

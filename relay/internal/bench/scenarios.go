@@ -293,20 +293,36 @@ func (b *bench) steady(ctx context.Context) (Scenario, error) {
 	}
 	defer m.p.stop()
 	rc := f.rc
-	// A CMS writes from many connections: with fsync on, one connection's commits alone
-	// could not keep up with the rate. Each event is handed out at its due time to
-	// whichever writer is free.
+	if res.EmitPerSecond, err = b.emitAtRate(ctx, f.pool, rc, "post.published", total, m.start, res.Name); err != nil {
+		return res, err
+	}
+	if err := b.await(ctx, &res, m, rc, total); err != nil {
+		return res, err
+	}
+	if err := b.finish(ctx, &res, m, f); err != nil {
+		return res, err
+	}
+	res.Latency = rc.latency()
+	return res, nil
+}
+
+// emitAtRate commits total single-event transactions of event, at b.o.Rate from start,
+// each recorded in rc for its commit-to-receipt latency, and returns the rate reached.
+// A CMS writes from many connections: with fsync on, one connection's commits alone
+// could not keep up with the rate. Each event is handed out at its due time to whichever
+// writer is free.
+func (b *bench) emitAtRate(ctx context.Context, pool *pgxpool.Pool, rc *receiver, event string, total int, start time.Time, name string) (float64, error) {
 	due := make(chan int, total)
 	g, gctx := errgroup.WithContext(ctx)
 	var lastCommit atomic.Int64
 	for range steadyWriters {
 		g.Go(func() error {
 			for i := range due {
-				tx, err := f.pool.Begin(gctx)
+				tx, err := pool.Begin(gctx)
 				if err != nil {
 					return fmt.Errorf("bench: %w", err)
 				}
-				id, err := outbox.Emit(gctx, tx, "post.published", payload(i))
+				id, err := outbox.Emit(gctx, tx, event, payload(i))
 				if err != nil {
 					_ = tx.Rollback(gctx)
 					return err
@@ -324,31 +340,24 @@ func (b *bench) steady(ctx context.Context) (Scenario, error) {
 	g.Go(func() error {
 		defer close(due)
 		for i := range total {
-			at := m.start.Add(time.Duration(float64(i) / float64(b.o.Rate) * float64(time.Second)))
+			at := start.Add(time.Duration(float64(i) / float64(b.o.Rate) * float64(time.Second)))
 			if err := pause(gctx, time.Until(at)); err != nil {
 				return err
 			}
 			due <- i
 			if i%100 == 0 {
-				b.progress("%s: %d/%d events, %d delivered", res.Name, i, total, rc.count.Load())
+				b.progress("%s: %d/%d events, %d delivered", name, i, total, rc.count.Load())
 			}
 		}
 		return nil
 	})
 	if err := g.Wait(); err != nil {
-		return res, err
+		return 0, err
 	}
-	if took := time.Duration(lastCommit.Load() - m.start.UnixNano()); took > 0 {
-		res.EmitPerSecond = float64(total) / took.Seconds()
+	if took := time.Duration(lastCommit.Load() - start.UnixNano()); took > 0 {
+		return float64(total) / took.Seconds(), nil
 	}
-	if err := b.await(ctx, &res, m, rc, total); err != nil {
-		return res, err
-	}
-	if err := b.finish(ctx, &res, m, f); err != nil {
-		return res, err
-	}
-	res.Latency = rc.latency()
-	return res, nil
+	return 0, nil
 }
 
 // drainSpec is a backlog written before the relay starts, then drained.

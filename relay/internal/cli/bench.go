@@ -13,7 +13,7 @@ import (
 
 // BenchCmd measures the relay on this machine (see relay/internal/bench).
 type BenchCmd struct {
-	Scenarios []string `name:"scenarios" default:"a,b,c,d,w,e,f,g,h" help:"Scenarios to run: a steady rate, b backlog drain, c fan-out, d idle, w writer cost, e backlog sizes, f webhooks per event, g body sizes, h slow receivers."`
+	Scenarios []string `name:"scenarios" default:"a,b,c,d,w,e,f,g,h,r" help:"Scenarios to run: a steady rate, b backlog drain, c fan-out, d idle, w writer cost, e backlog sizes, f webhooks per event, g body sizes, h slow receivers, r a replay beside live traffic."`
 
 	Rate         int           `name:"rate" default:"500" help:"(a) events per second."`
 	SteadyFor    time.Duration `name:"steady-for" default:"20s" help:"(a) duration; 0 skips (a)."`
@@ -38,6 +38,8 @@ type BenchCmd struct {
 
 	ReceiverDelays []time.Duration `name:"receiver-delays" default:"5ms,50ms" help:"(h) time the receiver takes per request; 0 skips (h)."`
 	ReceiverEvents int             `name:"receiver-events" default:"2000" help:"(h) events at each receiver latency."`
+
+	ReplayEvents int `name:"replay-events" default:"1000000" help:"(r) kept events replayed to a new webhook while another gets (a)'s rate for --steady-for, before and during the replay; 0 skips (r)."`
 
 	DrainTimeout time.Duration `name:"drain-timeout" default:"30m" help:"Longest wait for one drain; one that runs out is reported as failed and the run goes on."`
 
@@ -88,7 +90,7 @@ func (c *BenchCmd) Run(ctx context.Context, g *Globals) error {
 			o.ReceiverDelays = append(o.ReceiverDelays, d)
 		}
 	}
-	o.ReceiverEvents, o.DrainTimeout = c.ReceiverEvents, c.DrainTimeout
+	o.ReceiverEvents, o.ReplayEvents, o.DrainTimeout = c.ReceiverEvents, c.ReplayEvents, c.DrainTimeout
 	if c.Quick {
 		o.Quick()
 	}

@@ -41,6 +41,7 @@ type RunCmd struct {
 	Workers            int              `name:"workers" env:"RELAY_WORKERS" default:"${workers}" help:"Delivery attempts in flight in this process."`
 	WebhookConcurrency int              `name:"webhook-concurrency" env:"RELAY_WEBHOOK_CONCURRENCY" default:"${webhook_concurrency}" help:"Requests in flight to one webhook from this relay process."`
 	PollInterval       time.Duration    `name:"poll-interval" env:"RELAY_POLL_INTERVAL" default:"${poll_interval}" help:"Fallback poll interval when no notification arrives."`
+	ReplayRate         int              `name:"replay-rate" env:"RELAY_REPLAY_RATE" default:"${replay_rate}" help:"Deliveries per second this relay's replays create at most, all together (relay replay): what live work must be left."`
 	InstanceID         string           `name:"instance-id" env:"RELAY_INSTANCE_ID" default:"" help:"Name of this relay in logs and leases (default: host-pid-random)."`
 	MaxConnections     int              `name:"max-connections" env:"RELAY_MAX_CONNECTIONS" default:"${max_connections}" help:"Connections the HTTP server on RELAY_ADDR holds at once; more wait to be accepted."`
 	IdleTimeout        time.Duration    `name:"idle-timeout" env:"RELAY_IDLE_TIMEOUT" default:"${idle_timeout}" help:"How long the HTTP server on RELAY_ADDR keeps an idle keep-alive connection."`
@@ -68,6 +69,7 @@ func (c *RunCmd) settings() (pipeline.Config, serverLimits, error) {
 	cfg.Workers = c.Workers
 	cfg.WebhookConcurrency = c.WebhookConcurrency
 	cfg.PollInterval = c.PollInterval
+	cfg.ReplayRate = c.ReplayRate
 	cfg.StripeSecret = c.WebhookSecret
 	cfg.InstanceID = c.InstanceID
 	if err := cfg.Validate(); err != nil {

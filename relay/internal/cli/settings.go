@@ -47,6 +47,7 @@ func defaultVars() kong.Vars {
 		"workers":             strconv.Itoa(d.Workers),
 		"webhook_concurrency": strconv.Itoa(d.WebhookConcurrency),
 		"poll_interval":       formatDuration(d.PollInterval),
+		"replay_rate":         strconv.Itoa(d.ReplayRate),
 	}
 }
 

@@ -47,6 +47,10 @@ type Config struct {
 	// needs the event); their finished deliveries go with them. Zero, the default,
 	// keeps every event: the log is the record of what happened in the CMS.
 	EventRetention time.Duration
+	// ReplayRate bounds the deliveries this process's replays create per second, all
+	// replays together: replayed work must leave the machine to live work (README:
+	// Replay). A replay also waits while store.ReplayPending of its deliveries are pending.
+	ReplayRate int
 	// InstanceID names this process in logs and leases; empty picks a random one.
 	InstanceID string
 	// Metrics receives counts and timings from the pipeline; nil turns them off.
@@ -67,6 +71,7 @@ func DefaultConfig() Config {
 		DisableAfter:       120 * time.Hour,
 		Retention:          720 * time.Hour,
 		EventRetention:     0, // keep the log
+		ReplayRate:         500,
 	}
 }
 
@@ -105,6 +110,7 @@ func (c Config) Validate() error {
 	}{
 		{"Workers", c.Workers, 1, 10000},
 		{"WebhookConcurrency", c.WebhookConcurrency, 1, 10000},
+		{"ReplayRate", c.ReplayRate, 1, 1_000_000},
 	} {
 		if n.value < n.lo || n.value > n.hi {
 			return &ConfigError{n.field, fmt.Sprintf("%d is out of range [%d, %d]", n.value, n.lo, n.hi)}

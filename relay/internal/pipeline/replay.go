@@ -13,28 +13,39 @@ import (
 // while they have room, and waits when they have not: a replay's deliveries are
 // claimed and sent like any other, and its next batch comes when they are done. Every
 // relay runs one; a replay is worked on by one relay at a time, and any relay carries
-// on one that another left.
+// on one that another left. All replays together create at most rate deliveries a
+// second in this process (a token bucket holding a second's worth).
 type replayer struct {
-	db  store.Beginner
-	log zerolog.Logger
+	db   store.Beginner
+	log  zerolog.Logger
+	rate int
 	// idle is the wait between looks for a replay when none runs; busy is the wait
-	// while the running ones have no room. Tests shorten them.
+	// while the running ones have no room.
 	idle, busy time.Duration
 }
 
-func newReplayer(db store.Beginner, log zerolog.Logger) replayer {
-	return replayer{db: db, log: log, idle: 2 * time.Second, busy: 100 * time.Millisecond}
+func newReplayer(db store.Beginner, log zerolog.Logger, rate int) replayer {
+	return replayer{db: db, log: log, rate: rate, idle: 2 * time.Second, busy: 100 * time.Millisecond}
 }
 
 func (r replayer) run(ctx context.Context) error {
 	wait := r.idle
+	tokens, last := float64(r.rate), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
 		}
-		running, more, err := r.pass(ctx)
+		now := time.Now()
+		tokens = min(float64(r.rate), tokens+float64(r.rate)*now.Sub(last).Seconds())
+		last = now
+		if tokens < 1 {
+			wait = time.Duration((1 - tokens) / float64(r.rate) * float64(time.Second))
+			continue
+		}
+		running, more, created, err := r.pass(ctx, int(tokens))
+		tokens -= float64(created)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -51,35 +62,45 @@ func (r replayer) run(ctx context.Context) error {
 	}
 }
 
-// pass steps each running replay once and reports whether any runs and whether one
-// has more to do at once.
-func (r replayer) pass(ctx context.Context) (running, more bool, err error) {
+// pass steps each running replay once, creating at most limit deliveries in all, and
+// reports whether any runs, whether one has more to do at once, and what it created.
+func (r replayer) pass(ctx context.Context, limit int) (running, more bool, created int, err error) {
 	ids, err := store.RunningReplays(ctx, r.db)
 	if err != nil || len(ids) == 0 {
-		return false, false, err
+		return false, false, 0, err
 	}
 	for _, id := range ids {
-		st, err := store.ReplayStep(ctx, r.db, id)
+		st, err := store.ReplayStep(ctx, r.db, id, limit-created)
 		if err != nil {
-			return true, more, err
+			return true, more, created, err
 		}
+		created += st.Created
 		if st.Finished {
-			if rp, err := store.GetReplay(ctx, r.db, id); err == nil {
-				ev := r.log.Info()
-				if rp.Status != "done" {
-					ev = r.log.Warn().Str("reason", deref(rp.Reason))
-				}
-				ev.Int64("replay_id", id).Str("webhook_id", rp.WebhookID).Str("status", rp.Status).
-					Int64("created", rp.Created).Int64("already_existing", rp.Existing).Int64("skipped", rp.Skipped).
-					Msg("replay finished")
-			}
+			r.logFinished(ctx, id)
 			continue
 		}
 		if !st.Busy && !st.Waiting {
 			more = true
 		}
+		if created >= limit {
+			break
+		}
 	}
-	return true, more, nil
+	return true, more, created, nil
+}
+
+func (r replayer) logFinished(ctx context.Context, id int64) {
+	rp, err := store.GetReplay(ctx, r.db, id)
+	if err != nil {
+		return
+	}
+	ev := r.log.Info()
+	if rp.Status != "done" {
+		ev = r.log.Warn().Str("reason", deref(rp.Reason))
+	}
+	ev.Int64("replay_id", id).Str("webhook_id", rp.WebhookID).Str("status", rp.Status).
+		Int64("created", rp.Created).Int64("already_existing", rp.Existing).Int64("skipped", rp.Skipped).
+		Msg("replay finished")
 }
 
 func deref(s *string) string {

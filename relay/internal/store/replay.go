@@ -33,8 +33,14 @@ import (
 // queue, large enough to keep a fast receiver busy between batches.
 const ReplayPending = 2000
 
-// replayScan bounds the events one batch reads, whether the webhook wants them or not.
-const replayScan = 5000
+// A batch is kept short: its transaction, like any open one, holds back what the outbox
+// reader sees (watermill-sql reads only below the oldest open transaction), so a long
+// batch would delay every live event by its length. replayScan bounds the events a
+// batch reads, wanted or not; replayBatch the deliveries it creates.
+const (
+	replayScan  = 1000
+	replayBatch = 250
+)
 
 // ReplayRequest asks for a replay.
 type ReplayRequest struct {
@@ -179,7 +185,9 @@ func ReplayWindow(ctx context.Context, q Querier, r Replay) (int64, error) {
 }
 
 // GetReplay reads one replay.
-func GetReplay(ctx context.Context, q Querier, id int64) (Replay, error) { return getReplay(ctx, q, id) }
+func GetReplay(ctx context.Context, q Querier, id int64) (Replay, error) {
+	return getReplay(ctx, q, id)
+}
 
 // ReplayFilter selects replays to list.
 type ReplayFilter struct {
@@ -360,9 +368,10 @@ SELECT (SELECT count(*) FROM batch)::int,
        (SELECT array_agg(id) FROM ins WHERE next_attempt_at IS NULL),
        (SELECT count(*) FROM notified)::int`
 
-// ReplayStep works one batch of replay id, if no other relay is on it and it has room,
-// and finishes it once it has passed every event of its window.
-func ReplayStep(ctx context.Context, db Beginner, id int64) (Stepped, error) {
+// ReplayStep works one batch of replay id, creating at most limit deliveries, if no
+// other relay is on it and it has room, and finishes it once it has passed every event
+// of its window.
+func ReplayStep(ctx context.Context, db Beginner, id int64, limit int) (Stepped, error) {
 	var st Stepped
 	var webhookID string
 	var ordered, unfence bool
@@ -412,7 +421,7 @@ func ReplayStep(ctx context.Context, db Beginner, id int64) (Stepped, error) {
 			Scan(&pending); err != nil {
 			return fmt.Errorf("replay %d: count its pending deliveries: %w", id, err)
 		}
-		room := ReplayPending - pending
+		room := min(ReplayPending-pending, replayBatch, limit)
 		if room <= 0 {
 			st.Waiting = true
 			return nil

@@ -12,7 +12,6 @@ import (
 	"github.com/relayhq/relay/testutil"
 )
 
-
 // replayEnv is a database with events written "in the past" (their created_at moved
 // back), as a kept log holds them.
 type replayEnv struct {
@@ -78,7 +77,7 @@ func (e *replayEnv) ackAll() {
 func (e *replayEnv) run(id int64) store.Stepped {
 	e.t.Helper()
 	for i := 0; i < 1000; i++ {
-		st, err := store.ReplayStep(context.Background(), e.db.Pool, id)
+		st, err := store.ReplayStep(context.Background(), e.db.Pool, id, 1_000_000)
 		if err != nil {
 			e.t.Fatal(err)
 		}
