@@ -21,8 +21,9 @@ const deliveryIDKey = "delivery_id"
 
 // claimSubscriber is a Watermill Subscriber over relay.deliveries: it claims due rows
 // (store.Claim) into the scheduler and turns those the scheduler lets start into
-// messages for the "deliver" handler. A delivery's request slot frees when its response
-// is in (the handler calls RequestDone), its worker when its result is recorded (Done).
+// messages for the "deliver" handler. A delivery's request slot and worker free when its
+// response is in (the handler calls RequestDone); it leaves the scheduler when its
+// result is recorded (Done), up to 4 × Workers results waiting for their record.
 type claimSubscriber struct {
 	pool   *pgxpool.Pool
 	cfg    Config

@@ -20,7 +20,8 @@ type Config struct {
 	// Targets is the SSRF guard for outgoing deliveries; nil refuses every private,
 	// loopback and metadata address.
 	Targets *netguard.Policy
-	// Workers bounds the attempts in flight in this process.
+	// Workers bounds the requests in flight in this process (and, four times over, the
+	// results waiting for their record).
 	Workers int
 	// WebhookConcurrency bounds the requests in flight to one webhook from this
 	// process, so one slow receiver cannot take all the workers. The bound is per

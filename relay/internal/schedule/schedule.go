@@ -1,6 +1,7 @@
 // Package schedule decides, in memory, which claimed delivery may start: at most
-// PerWebhook requests in flight to one webhook and Workers attempts in flight in the
-// process, oldest due first across webhooks, and never a delivery whose lease would end
+// PerWebhook requests in flight to one webhook, Workers requests in flight in the
+// process and Recording results beyond them waiting for their record, oldest due first
+// across webhooks, and never a delivery whose lease would end
 // before its attempt could. A relay claims ahead (up to Prefetch per webhook) so that one
 // claim statement feeds many requests; the Scheduler holds what was claimed until it
 // can start.
@@ -37,8 +38,14 @@ func earlier(a, b *Delivery) bool {
 type Config struct {
 	// PerWebhook bounds the requests in flight to one webhook.
 	PerWebhook int
-	// Workers bounds the attempts in flight (a request, then its recording).
+	// Workers bounds the requests in flight.
 	Workers int
+	// Recording bounds the results that wait for their record (which commits them in
+	// batches, a few ms each) while the next requests go: a worker is free as soon as
+	// its response is in, so that a slow record never holds up requests, and the
+	// results queue here instead, up to this many; past it, nothing starts until records
+	// catch up. Zero is 4 × Workers.
+	Recording int
 	// Prefetch bounds the deliveries of one webhook held (in flight and queued).
 	Prefetch int
 	// QueueBudget bounds the deliveries held and not started, across webhooks.
@@ -62,7 +69,9 @@ type Scheduler struct {
 	mu      sync.Mutex
 	hooks   map[string]*hook
 	started map[int64]*started
-	queued  int  // held and not started
+	// requesting counts the started deliveries whose request is in flight.
+	requesting int
+	queued     int  // held and not started
 	refill  bool // a webhook's queue ran low since TakeRefill
 }
 
@@ -77,6 +86,9 @@ type started struct {
 func New(cfg Config) *Scheduler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Recording <= 0 {
+		cfg.Recording = 4 * cfg.Workers
 	}
 	return &Scheduler{cfg: cfg, hooks: map[string]*hook{}, started: map[int64]*started{}}
 }
@@ -103,7 +115,7 @@ func (s *Scheduler) Add(batch ...*Delivery) {
 func (s *Scheduler) Next() (d *Delivery, stale []*Delivery) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.started) >= s.cfg.Workers {
+	if s.requesting >= s.cfg.Workers || len(s.started) >= s.cfg.Workers+s.cfg.Recording {
 		return nil, nil
 	}
 	minLease := s.cfg.Now().Add(s.cfg.MinLease)
@@ -131,6 +143,7 @@ func (s *Scheduler) Next() (d *Delivery, stale []*Delivery) {
 	d = best.queued[0]
 	best.queued = best.queued[1:]
 	best.inflight++
+	s.requesting++
 	s.queued--
 	s.started[d.ID] = &started{d: d, requesting: true}
 	return d, stale
@@ -163,6 +176,7 @@ func (s *Scheduler) requestDone(id int64, gone bool) (dropped []*Delivery) {
 		return nil
 	}
 	st.requesting = false
+	s.requesting--
 	h := s.hooks[st.d.WebhookID]
 	if h == nil {
 		return nil
@@ -198,8 +212,11 @@ func (s *Scheduler) Unstart(id int64) {
 	if !ok {
 		return
 	}
-	if h := s.hooks[st.d.WebhookID]; h != nil && st.requesting {
-		h.inflight--
+	if st.requesting {
+		s.requesting--
+		if h := s.hooks[st.d.WebhookID]; h != nil {
+			h.inflight--
+		}
 	}
 	delete(s.started, id)
 }
@@ -240,7 +257,7 @@ func (s *Scheduler) Drain() []*Delivery {
 	return all
 }
 
-// Working is the number of started deliveries whose worker is not yet free.
+// Working is the number of started deliveries not yet recorded (or given up on).
 func (s *Scheduler) Working() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
