@@ -72,7 +72,7 @@ type Scheduler struct {
 	// requesting counts the started deliveries whose request is in flight.
 	requesting int
 	queued     int  // held and not started
-	refill  bool // a webhook's queue ran low since TakeRefill
+	refill     bool // a webhook's queue ran low since TakeRefill
 }
 
 // started is a delivery handed out: its request slot is held until RequestDone, its
