@@ -359,6 +359,7 @@ func (c *console) redeliver(w http.ResponseWriter, r *http.Request, s *session) 
 	if err != nil {
 		return err
 	}
+	held := false
 	err = pgx.BeginFunc(r.Context(), c.Pool, func(tx pgx.Tx) error {
 		var webhookID, eventID, st string
 		var attempts int
@@ -369,6 +370,13 @@ func (c *console) redeliver(w http.ResponseWriter, r *http.Request, s *session) 
 		if _, err := store.Redeliver(r.Context(), tx, store.Selection{DeliveryID: id, StripeSignature: false}); err != nil {
 			return err
 		}
+		// A delivery of an ordered key waits its turn when another of its key is under way.
+		var now string
+		var next *time.Time
+		if err := tx.QueryRow(r.Context(), `SELECT status, next_attempt_at FROM relay.deliveries WHERE id = $1`, id).Scan(&now, &next); err != nil {
+			return err
+		}
+		held = isHeld(now, next)
 		return recordChange(r.Context(), tx, s, "redelivered a delivery", target{WebhookID: webhookID, DeliveryID: id, EventID: eventID},
 			fmt.Sprintf("delivery %d (%s after %d %s)", id, st, attempts, plural(int64(attempts), "attempt", "attempts")))
 	})
@@ -393,7 +401,11 @@ func (c *console) redeliver(w http.ResponseWriter, r *http.Request, s *session) 
 		return nil
 	}
 	c.Log.Info().Str("key_id", s.KeyID).Int64("delivery_id", id).Msg("delivery redelivered in the console")
-	http.Redirect(w, r, fmt.Sprintf("/ui/deliveries/%d?done=redelivered", id), http.StatusSeeOther)
+	flash := "redelivered"
+	if held {
+		flash = "redelivered-held"
+	}
+	http.Redirect(w, r, fmt.Sprintf("/ui/deliveries/%d?done=%s", id, flash), http.StatusSeeOther)
 	return nil
 }
 

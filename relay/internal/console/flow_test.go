@@ -211,7 +211,8 @@ func TestOperatorFlowInTheBrowser(t *testing.T) {
 	open(t, ctx, base+"/ui/ghost")
 	shoot(t, ctx, "ghost")
 	open(t, ctx, base+"/ui/")
-	mustContain(t, "the overview", text(t, ctx, "main"), "Last hour", "Last 24 hours", "Webhooks that need attention")
+	mustContain(t, "the overview", text(t, ctx, "main"), "Last hour", "Last 24 hours", "Webhooks that need attention",
+		"1 held behind their key", "6 keys blocked")
 	shoot(t, ctx, "overview")
 
 	// On a phone.

@@ -320,3 +320,30 @@ func TestSkipIsOfferedForAFailedOrderedDeliveryAndExplainedOtherwise(t *testing.
 		t.Errorf("recorded %+v", got)
 	}
 }
+
+// Redelivering a delivery of an ordered key while another of its key holds it (failed,
+// here) puts it behind that one, and the page says so rather than "within moments".
+func TestRedeliveryBehindAnotherDeliveryOfItsKeySaysSo(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	hook := addHook(t, e, webhook.Input{Event: ptr("post.*"), TargetURL: ptr("https://hooks.example.com/o"), Ordered: ptr(true)})
+	var ids []int64
+	for _, ev := range []string{"post.published", "post.edited"} {
+		event := emit(t, e.db, ev, `{"post":{"current":{"id":"p1"}}}`)
+		var id int64
+		if err := e.db.Pool.QueryRow(ctx, `INSERT INTO relay.deliveries (event_id, webhook_id, status, attempts, ordering_key)
+			VALUES ($1, $2, 'failed', 1, 'p1') RETURNING id`, event, hook.ID).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	c := e.client(t)
+	csrf := e.signIn(t, c, e.key)
+	code, _, resp := post(t, c, fmt.Sprintf("%s/ui/deliveries/%d/redeliver", e.srv.URL, ids[1]), url.Values{"csrf": {csrf}})
+	if code != http.StatusSeeOther || resp.Header.Get("Location") != fmt.Sprintf("/ui/deliveries/%d?done=redelivered-held", ids[1]) {
+		t.Fatalf("redeliver behind a failed delivery of its key: %d %q", code, resp.Header.Get("Location"))
+	}
+	_, page, _ := get(t, c, e.srv.URL+resp.Header.Get("Location"))
+	mustContain(t, "the redelivered delivery", html.UnescapeString(page), "Redelivery queued behind another delivery of its key",
+		fmt.Sprintf(`Held behind <a href="/ui/deliveries/%d">delivery #%d</a> (failed`, ids[0], ids[0]))
+}

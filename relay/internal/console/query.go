@@ -95,10 +95,10 @@ func listHooks(ctx context.Context, q store.Querier, id string) ([]hookRow, erro
 	return hooks, err
 }
 
-// listHooksCounted is listHooks, and the pending and failed deliveries of every webhook
-// counted (the deleted ones' included).
-func listHooksCounted(ctx context.Context, q store.Querier, id string) ([]hookRow, [2]int64, error) {
-	var totals [2]int64
+// listHooksCounted is listHooks, and the unfinished deliveries of every webhook counted
+// (the deleted ones' included).
+func listHooksCounted(ctx context.Context, q store.Querier, id string) ([]hookRow, status.WebhookCounts, error) {
+	var totals status.WebhookCounts
 	where, args := "", []any{}
 	if id != "" {
 		where, args = " WHERE w.id = $1", []any{id}
@@ -122,8 +122,10 @@ func listHooksCounted(ctx context.Context, q store.Querier, id string) ([]hookRo
 		return nil, totals, err
 	}
 	for _, c := range counts {
-		totals[0] += c.Pending
-		totals[1] += c.Failed
+		totals.Pending += c.Pending
+		totals.Failed += c.Failed
+		totals.Held += c.Held
+		totals.BlockedKeys += c.BlockedKeys
 	}
 	day, err := webhookStats(ctx, q, daySince(time.Now()), id)
 	if err != nil {

@@ -19,14 +19,15 @@ import (
 // done are the confirmations a page shows after a change redirected to it; links carry
 // a code, never text, so nothing a link says is echoed into the page.
 var done = map[string]string{
-	"added":       "Webhook added.",
-	"saved":       "Changes saved.",
-	"disabled":    "Webhook disabled: its pending deliveries were cancelled.",
-	"enabled":     "Webhook enabled: new events reach it again.",
-	"deleted":     "Webhook deleted. Its deliveries and attempts stay in the audit trail.",
-	"redelivered": "Redelivery queued: the attempt starts within moments, or, if another delivery of its key is under way, after that one.",
-	"skipped":     "Delivery skipped: the next delivery of its key is due now.",
-	"skipped-0":   "Delivery skipped. No later delivery of its key was waiting.",
+	"added":            "Webhook added.",
+	"saved":            "Changes saved.",
+	"disabled":         "Webhook disabled: its pending deliveries were cancelled.",
+	"enabled":          "Webhook enabled: new events reach it again.",
+	"deleted":          "Webhook deleted. Its deliveries and attempts stay in the audit trail.",
+	"redelivered":      "Redelivery queued: the attempt starts within moments.",
+	"redelivered-held": "Redelivery queued behind another delivery of its key, which is under way: it goes once that one is done.",
+	"skipped":          "Delivery skipped: the next delivery of its key is due now.",
+	"skipped-0":        "Delivery skipped. No later delivery of its key was waiting.",
 }
 
 type webhooksData struct {
