@@ -220,6 +220,10 @@ func TestOrderedCheckboxIsSavedAndRecorded(t *testing.T) {
 	}
 	_, list, _ := get(t, c, base+"/ui/webhooks")
 	mustContain(t, "the webhooks list", html.UnescapeString(list), ">ordered</span>", "1 held", "1 key blocked")
+	_, eventPage, _ := get(t, c, base+"/ui/events/"+eventB)
+	mustContain(t, "the held event's page", eventPage, `<span class="badge">held</span>`, `title="p1">p1</code>`, "held behind another delivery of its key")
+	_, overview, _ := get(t, c, base+"/ui/")
+	mustContain(t, "the overview", overview, "1 held behind their key", "1 key blocked")
 
 	// Saving the form unchanged changes nothing and records nothing.
 	same := url.Values{"csrf": {csrf}, "event": {"post.*"}, "target_url": {"https://hooks.example.com/ordered"}, "secret_mode": {"keep"}, "ordered": {"yes"}}
@@ -261,8 +265,9 @@ func TestOrderedCheckboxIsSavedAndRecorded(t *testing.T) {
 }
 
 // Skip is offered where it lets an ordered key go, and does only what store.Skip
-// allows: a delivery that has not failed is explained and left alone, one that does not
-// exist is a 404, and neither is recorded.
+// allows, as the CLI and the audit API do: a delivery that has not failed is explained
+// and left alone, one that does not exist is a 404, and neither is recorded; a failed
+// one without a key is skipped (and recorded) with nothing let go, and the page says so.
 func TestSkipIsOfferedForAFailedOrderedDeliveryAndExplainedOtherwise(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -317,6 +322,18 @@ func TestSkipIsOfferedForAFailedOrderedDeliveryAndExplainedOtherwise(t *testing.
 		t.Errorf("the skip page of no delivery: %d", code)
 	}
 	if got := changes(t, e); len(got) != 0 {
+		t.Errorf("recorded %+v", got)
+	}
+
+	code, _, resp = post(t, c, fmt.Sprintf("%s/ui/deliveries/%d/skip", e.srv.URL, failedPlain), url.Values{"csrf": {csrf}})
+	if code != http.StatusSeeOther || resp.Header.Get("Location") != fmt.Sprintf("/ui/deliveries/%d?done=skipped-0", failedPlain) {
+		t.Fatalf("skip of a failed delivery without a key: %d %q", code, resp.Header.Get("Location"))
+	}
+	_, body, _ = get(t, c, e.srv.URL+resp.Header.Get("Location"))
+	mustContain(t, "the skipped delivery", body, "Delivery skipped. No later delivery of its key was waiting.", `<span class="badge muted">skipped</span>`)
+	got := changes(t, e)
+	if len(got) != 1 || got[0].Action != "skipped a delivery" || got[0].Detail != fmt.Sprintf("delivery %d (failed after 1 attempt)", failedPlain) ||
+		deref(got[0].WebhookID) != plain.ID {
 		t.Errorf("recorded %+v", got)
 	}
 }
