@@ -166,8 +166,37 @@ type deliveryDetail struct {
 	CreatedAt      time.Time
 	DeliveredAt    *time.Time
 	InFlight       bool
-	body           *string
+	// OrderingKey is the key of a delivery of an ordered webhook; Ordered says whether
+	// its webhook is ordered now.
+	OrderingKey *string
+	Ordered     bool
+	// Blocker is, for a held delivery, the delivery of its key that is under way or
+	// failed (nil when the one before it has just finished and the relay is letting it
+	// go).
+	Blocker *blocker
+	// HeldBehind counts, for a failed delivery of an ordered key, the deliveries of its
+	// key it holds back (at most heldCountLimit).
+	HeldBehind int64
+	body       *string
 }
+
+// blocker is the delivery a held one waits for.
+type blocker struct {
+	ID     int64
+	Status string
+}
+
+// Held reports a delivery waiting for an earlier one of its ordered key.
+func (d deliveryDetail) Held() bool { return isHeld(d.Status, d.NextAttemptAt) }
+
+// CanSkip reports a failed delivery that holds back an ordered key: what Skip is for.
+// (store.Skip decides what may be skipped; the page offers it where it lets a key go.)
+func (d deliveryDetail) CanSkip() bool {
+	return d.Status == string(store.Failed) && d.OrderingKey != nil && d.Ordered
+}
+
+// heldCountLimit bounds how many held deliveries a delivery page counts.
+const heldCountLimit = 1000
 
 // Stripe reports an event the Stripe endpoint created: its redelivery from the console
 // goes without Stripe-Signature.
@@ -226,14 +255,18 @@ func (c *console) readDelivery(ctx context.Context, id int64) (deliveryData, err
 		err := tx.QueryRow(ctx, `SELECT d.id, d.event_id::text, coalesce(o.metadata ->> 'event', ''), coalesce(o.source, ''), o.created_at,
 			d.webhook_id, coalesce(nullif(w.name, ''), w.event), w.target_url, w.status, d.status, d.attempts, d.next_attempt_at,
 			d.last_status_code, d.last_error, d.created_at, d.delivered_at,
-			d.status = 'pending' AND d.lease_token IS NOT NULL AND d.lease_expires_at > now(), o.payload::text
+			d.status = 'pending' AND d.lease_token IS NOT NULL AND d.lease_expires_at > now(), o.payload::text,
+			d.ordering_key, coalesce(w.ordered, false)
 			FROM relay.deliveries d
 			LEFT JOIN relay.outbox o ON o."uuid"::uuid = d.event_id
 			LEFT JOIN relay.webhooks w ON w.id = d.webhook_id
 			WHERE d.id = $1`, id).Scan(&x.ID, &x.EventID, &x.Event, &x.Source, &x.EventAt, &x.WebhookID, &x.WebhookLabel,
 			&x.WebhookURL, &x.WebhookStatus, &x.Status, &x.Attempts, &x.NextAttemptAt, &x.LastStatusCode, &x.LastError,
-			&x.CreatedAt, &x.DeliveredAt, &x.InFlight, &x.body)
+			&x.CreatedAt, &x.DeliveredAt, &x.InFlight, &x.body, &x.OrderingKey, &x.Ordered)
 		if err != nil {
+			return err
+		}
+		if err := readKeyState(ctx, tx, x); err != nil {
 			return err
 		}
 		if x.WebhookURL != nil {
@@ -260,6 +293,38 @@ func (c *console) readDelivery(ctx context.Context, id int64) (deliveryData, err
 		return err
 	})
 	return d, err
+}
+
+// readKeyState fills in what a delivery of an ordered key waits for, or holds back,
+// through the key indexes of 00011_ordering.
+func readKeyState(ctx context.Context, q store.Querier, x *deliveryDetail) error {
+	if x.OrderingKey == nil {
+		return nil
+	}
+	switch {
+	case x.Held():
+		// What is under way of the key, or failed: what releaseNextSQL waits for.
+		var b blocker
+		err := q.QueryRow(ctx, `SELECT id, status FROM relay.deliveries
+			WHERE webhook_id = $1 AND ordering_key = $2 AND id <> $3
+			  AND (status = 'failed' OR (status = 'pending' AND next_attempt_at IS NOT NULL))
+			ORDER BY event_tx, event_offset LIMIT 1`, x.WebhookID, *x.OrderingKey, x.ID).Scan(&b.ID, &b.Status)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read what delivery %d waits for: %w", x.ID, err)
+		}
+		x.Blocker = &b
+	case x.Status == string(store.Failed):
+		err := q.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM relay.deliveries
+			WHERE webhook_id = $1 AND ordering_key = $2 AND status = 'pending' AND next_attempt_at IS NULL
+			LIMIT $3) h`, x.WebhookID, *x.OrderingKey, heldCountLimit).Scan(&x.HeldBehind)
+		if err != nil {
+			return fmt.Errorf("count what delivery %d holds back: %w", x.ID, err)
+		}
+	}
+	return nil
 }
 
 func deliveryIDOf(r *http.Request) (int64, error) {
@@ -294,6 +359,7 @@ func (c *console) redeliver(w http.ResponseWriter, r *http.Request, s *session) 
 	if err != nil {
 		return err
 	}
+	held := false
 	err = pgx.BeginFunc(r.Context(), c.Pool, func(tx pgx.Tx) error {
 		var webhookID, eventID, st string
 		var attempts int
@@ -304,6 +370,13 @@ func (c *console) redeliver(w http.ResponseWriter, r *http.Request, s *session) 
 		if _, err := store.Redeliver(r.Context(), tx, store.Selection{DeliveryID: id, StripeSignature: false}); err != nil {
 			return err
 		}
+		// A delivery of an ordered key waits its turn when another of its key is under way.
+		var now string
+		var next *time.Time
+		if err := tx.QueryRow(r.Context(), `SELECT status, next_attempt_at FROM relay.deliveries WHERE id = $1`, id).Scan(&now, &next); err != nil {
+			return err
+		}
+		held = isHeld(now, next)
 		return recordChange(r.Context(), tx, s, "redelivered a delivery", target{WebhookID: webhookID, DeliveryID: id, EventID: eventID},
 			fmt.Sprintf("delivery %d (%s after %d %s)", id, st, attempts, plural(int64(attempts), "attempt", "attempts")))
 	})
@@ -328,7 +401,75 @@ func (c *console) redeliver(w http.ResponseWriter, r *http.Request, s *session) 
 		return nil
 	}
 	c.Log.Info().Str("key_id", s.KeyID).Int64("delivery_id", id).Msg("delivery redelivered in the console")
-	http.Redirect(w, r, fmt.Sprintf("/ui/deliveries/%d?done=redelivered", id), http.StatusSeeOther)
+	flash := "redelivered"
+	if held {
+		flash = "redelivered-held"
+	}
+	http.Redirect(w, r, fmt.Sprintf("/ui/deliveries/%d?done=%s", id, flash), http.StatusSeeOther)
+	return nil
+}
+
+// skipPage asks before skipping, saying what it does.
+func (c *console) skipPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	id, err := deliveryIDOf(r)
+	if err != nil {
+		return err
+	}
+	d, err := c.readDelivery(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if d.D.Status != string(store.Failed) {
+		// Redelivered or skipped meanwhile: its page says what it is now.
+		http.Redirect(w, r, fmt.Sprintf("/ui/deliveries/%d", id), http.StatusSeeOther)
+		return nil
+	}
+	c.render(w, r, s, http.StatusOK, "skip", fmt.Sprintf("Skip delivery %d", id), "deliveries", d)
+	return nil
+}
+
+// skip passes over a failed delivery so that the next delivery of its ordered key goes
+// (store.Skip, as `relay deliveries skip` and the audit API do), recorded in the
+// transaction that skips it.
+func (c *console) skip(w http.ResponseWriter, r *http.Request, s *session) error {
+	id, err := deliveryIDOf(r)
+	if err != nil {
+		return err
+	}
+	released, err := store.SkipRecorded(r.Context(), c.Pool, id, func(tx pgx.Tx) error {
+		var webhookID, eventID string
+		var key *string
+		var attempts int
+		if err := tx.QueryRow(r.Context(), `SELECT webhook_id, event_id::text, ordering_key, attempts FROM relay.deliveries WHERE id = $1`, id).
+			Scan(&webhookID, &eventID, &key, &attempts); err != nil {
+			return err
+		}
+		detail := fmt.Sprintf("delivery %d (failed after %d %s)", id, attempts, plural(int64(attempts), "attempt", "attempts"))
+		if key != nil {
+			detail += fmt.Sprintf(" of key %s, so that the next delivery of its key goes", clip(*key, 64))
+		}
+		return recordChange(r.Context(), tx, s, "skipped a delivery", target{WebhookID: webhookID, DeliveryID: id, EventID: eventID}, detail)
+	})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return errNotFound
+	case errors.Is(err, store.ErrNotFailed):
+		d, err := c.readDelivery(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		d.Error = "Only a failed delivery can be skipped: this one is " + d.D.Status + ". Nothing was changed."
+		c.render(w, r, s, http.StatusConflict, "delivery", fmt.Sprintf("Delivery %d", id), "deliveries", d)
+		return nil
+	case err != nil:
+		return err
+	}
+	c.Log.Info().Str("key_id", s.KeyID).Int64("delivery_id", id).Int64("released", released).Msg("delivery skipped in the console")
+	flash := "skipped"
+	if released == 0 {
+		flash = "skipped-0"
+	}
+	http.Redirect(w, r, fmt.Sprintf("/ui/deliveries/%d?done=%s", id, flash), http.StatusSeeOther)
 	return nil
 }
 
@@ -452,7 +593,7 @@ func (c *console) eventPage(w http.ResponseWriter, r *http.Request, s *session) 
 		}
 		d.Body = newBody(e.ID, body)
 		rows, err := tx.Query(ctx, `SELECT d.id, d.event_id::text, d.webhook_id, coalesce(nullif(w.name, ''), w.event), w.target_url, w.status,
-			d.status, d.attempts, d.last_status_code, d.next_attempt_at, d.created_at
+			d.status, d.attempts, d.last_status_code, d.next_attempt_at, d.created_at, d.ordering_key
 			FROM relay.deliveries d LEFT JOIN relay.webhooks w ON w.id = d.webhook_id
 			WHERE d.event_id = $1::uuid ORDER BY d.id`, id)
 		if err != nil {
@@ -462,7 +603,7 @@ func (c *console) eventPage(w http.ResponseWriter, r *http.Request, s *session) 
 			var x eventHookRow
 			dl := &deliveryRow{Event: e.Event, Source: e.Source}
 			err := r.Scan(&dl.ID, &dl.EventID, &x.WebhookID, &x.Label, &x.URL, &x.WebhookStatus, &dl.Status, &dl.Attempts,
-				&dl.LastStatusCode, &dl.NextAttemptAt, &dl.CreatedAt)
+				&dl.LastStatusCode, &dl.NextAttemptAt, &dl.CreatedAt, &dl.OrderingKey)
 			if x.URL != nil {
 				m := webhook.MaskURL(*x.URL)
 				x.URL = &m

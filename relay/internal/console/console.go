@@ -95,6 +95,8 @@ func New(d Deps) http.Handler {
 	c.page("GET /ui/deliveries", c.deliveries)
 	c.page("GET /ui/deliveries/{id}", c.deliveryPage)
 	c.action("POST /ui/deliveries/{id}/redeliver", c.redeliver)
+	c.page("GET /ui/deliveries/{id}/skip", c.skipPage)
+	c.action("POST /ui/deliveries/{id}/skip", c.skip)
 	c.page("GET /ui/events", c.events)
 	c.page("GET /ui/events/{id}", c.eventPage)
 	c.page("GET /ui/events/{id}/body", c.eventBody)

@@ -147,12 +147,14 @@ func TestOperatorFlowInTheBrowser(t *testing.T) {
 	mustContain(t, "the second attempt", text(t, ctx, "table.attempts tbody tr:first-child"), "2", "204")
 	shoot(t, ctx, "delivery-redelivered")
 
-	// The rest of the console, photographed, with company: a webhook whose receiver is
-	// down, Ghost's Stripe endpoint, one disabled after a 410, a Stripe event and a
+	// The rest of the console, photographed, with company: an ordered webhook whose
+	// receiver is down (each member's first event fails and holds the member's later
+	// ones), Ghost's Stripe endpoint, one disabled after a 410, a Stripe event and a
 	// Ghost site.
 	down := newReceiverSwitch(t)
 	down.failing.Store(true)
-	addHook(t, e, webhook.Input{Event: ptr("member.*"), TargetURL: ptr(down.rc.URL() + "/crm?api_key=k-123"), Name: webhook.Value("CRM sync")})
+	crm := addHook(t, e, webhook.Input{Event: ptr("member.*"), TargetURL: ptr(down.rc.URL() + "/crm?api_key=k-123"), Name: webhook.Value("CRM sync"),
+		Ordered: ptr(true)})
 	addHook(t, e, webhook.Input{Event: ptr("stripe.*"), TargetURL: ptr(rs.rc.URL() + "/members/webhooks/stripe/"), Name: webhook.Value("Ghost (Stripe)"),
 		StripeSignature: ptr(true)})
 	gone := addHook(t, e, webhook.Input{Event: ptr("page.published"), TargetURL: ptr("https://old-site.example.com/rebuild"), Name: webhook.Value("Old static site")})
@@ -163,10 +165,16 @@ func TestOperatorFlowInTheBrowser(t *testing.T) {
 		emit(t, e.db, "post.published", fmt.Sprintf(`{"post":{"current":{"id":"p%d","title":"Post %d"},"previous":{}}}`, i, i))
 		emit(t, e.db, "member.added", fmt.Sprintf(`{"member":{"current":{"id":"m%d","email":"reader%d@example.com"},"previous":{}}}`, i, i))
 	}
+	emit(t, e.db, "member.edited", `{"member":{"current":{"id":"m0","email":"reader0@example.org"},"previous":{"email":"reader0@example.com"}}}`)
 	stripeEvent(t, e)
 	rs.rc.WaitFor(t, 2+6+1, 20*time.Second)
 	down.rc.WaitFor(t, 6, 20*time.Second)
 	waitFannedOut(t, e)
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		var failed int
+		return e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM relay.deliveries WHERE webhook_id = $1 AND status = 'failed'`,
+			crm.ID).Scan(&failed) == nil && failed == 6
+	}, "the CRM webhook's six first deliveries did not fail")
 	if _, err := e.db.Pool.Exec(context.Background(), `INSERT INTO relay.ghost_sites (url, relay_url, events, admin_key_id, admin_secret_plain,
 		inbound_secret_plain, content_version, last_received_at, last_received_event, received_count)
 		VALUES ('https://blog.example.com', 'https://relay.example.com', ARRAY['post.published','post.edited','member.added'],
@@ -185,6 +193,7 @@ func TestOperatorFlowInTheBrowser(t *testing.T) {
 		"redelivered a delivery", "added the webhook")
 	shoot(t, ctx, "webhook")
 	open(t, ctx, base+"/ui/webhooks")
+	mustContain(t, "the ordered webhook's row", text(t, ctx, "main table tbody"), "CRM sync", "ordered", "1 held", "6 keys blocked")
 	shoot(t, ctx, "webhooks")
 	open(t, ctx, base+"/ui/deliveries")
 	shoot(t, ctx, "deliveries")
@@ -202,7 +211,8 @@ func TestOperatorFlowInTheBrowser(t *testing.T) {
 	open(t, ctx, base+"/ui/ghost")
 	shoot(t, ctx, "ghost")
 	open(t, ctx, base+"/ui/")
-	mustContain(t, "the overview", text(t, ctx, "main"), "Last hour", "Last 24 hours", "Webhooks that need attention")
+	mustContain(t, "the overview", text(t, ctx, "main"), "Last hour", "Last 24 hours", "Webhooks that need attention",
+		"1 held behind their key", "6 keys blocked")
 	shoot(t, ctx, "overview")
 
 	// On a phone.

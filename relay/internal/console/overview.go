@@ -16,6 +16,7 @@ import (
 type overviewData struct {
 	Summary       status.Summary
 	OldestUnread  string
+	Held          int64 // pending deliveries held behind an earlier one of their ordered key
 	Hooks, Active int
 	Failing       []hookRow
 	Hour, Day     chartPair
@@ -54,7 +55,7 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request, s *session) e
 		if err != nil {
 			return err
 		}
-		d.Summary.Pending, d.Summary.Failed = totals[0], totals[1]
+		d.Summary.Pending, d.Summary.Failed, d.Held = totals.Pending, totals.Failed, totals.Held
 		d.Hooks = len(hooks)
 		for _, h := range hooks {
 			if h.Status == "active" {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/relayhq/relay/relay/internal/status"
 	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/relay/internal/webhook"
 )
@@ -45,6 +46,12 @@ type hookRow struct {
 	Status          string
 	DisabledReason  *string
 	StripeSignature bool
+	// Ordered webhooks deliver each key's events one at a time: Held counts their
+	// pending deliveries waiting for an earlier one of their key, BlockedKeys the keys
+	// a failed delivery holds.
+	Ordered         bool
+	Held            int64
+	BlockedKeys     int64
 	Owner           *string // the integration's name; nil: the operator's
 	LastTriggeredAt *time.Time
 	LastStatus      *string
@@ -70,13 +77,13 @@ func (h hookRow) Failing() bool {
 }
 
 const hookColumns = `w.id, w.event, w.target_url, w.name, w.secret IS NOT NULL, w.status, w.disabled_reason,
-	w.stripe_signature, i.name, w.last_triggered_at, w.last_triggered_status, w.last_attempt_error, w.failing_since, w.created_at,
+	w.stripe_signature, w.ordered, i.name, w.last_triggered_at, w.last_triggered_status, w.last_attempt_error, w.failing_since, w.created_at,
 	w.api_version`
 
 func scanHook(r pgx.Row) (hookRow, error) {
 	var h hookRow
 	err := r.Scan(&h.ID, &h.Event, &h.URL, &h.Name, &h.HasSecret, &h.Status, &h.DisabledReason, &h.StripeSignature,
-		&h.Owner, &h.LastTriggeredAt, &h.LastStatus, &h.LastError, &h.FailingSince, &h.CreatedAt, &h.APIVersion)
+		&h.Ordered, &h.Owner, &h.LastTriggeredAt, &h.LastStatus, &h.LastError, &h.FailingSince, &h.CreatedAt, &h.APIVersion)
 	h.URL = webhook.MaskURL(h.URL)
 	return h, err
 }
@@ -88,10 +95,10 @@ func listHooks(ctx context.Context, q store.Querier, id string) ([]hookRow, erro
 	return hooks, err
 }
 
-// listHooksCounted is listHooks, and the pending and failed deliveries of every webhook
-// counted (the deleted ones' included).
-func listHooksCounted(ctx context.Context, q store.Querier, id string) ([]hookRow, [2]int64, error) {
-	var totals [2]int64
+// listHooksCounted is listHooks, and the unfinished deliveries of every webhook counted
+// (the deleted ones' included).
+func listHooksCounted(ctx context.Context, q store.Querier, id string) ([]hookRow, status.WebhookCounts, error) {
+	var totals status.WebhookCounts
 	where, args := "", []any{}
 	if id != "" {
 		where, args = " WHERE w.id = $1", []any{id}
@@ -108,44 +115,25 @@ func listHooksCounted(ctx context.Context, q store.Querier, id string) ([]hookRo
 	if len(hooks) == 0 && id != "" {
 		return nil, totals, nil
 	}
-	// Pending through the due index, failed through the failed index (index-only once
-	// vacuumed), in one statement: the cost follows the trouble, not the history.
-	filter := ""
-	if id != "" {
-		filter = " AND webhook_id = $1"
-	}
-	crows, err := q.Query(ctx, `SELECT webhook_id, 0, count(*) FROM relay.deliveries WHERE status = 'pending'`+filter+` GROUP BY webhook_id
-		UNION ALL SELECT webhook_id, 1, count(*) FROM relay.deliveries WHERE status = 'failed'`+filter+` GROUP BY webhook_id`, args...)
+	// Counted as `relay status` counts them (package status), through the partial
+	// indexes: the cost follows the trouble, not the history.
+	counts, err := status.ReadWebhookCounts(ctx, q, id)
 	if err != nil {
-		return nil, totals, fmt.Errorf("count pending and failed deliveries: %w", err)
+		return nil, totals, err
 	}
-	counts := map[string]*[2]int64{}
-	for crows.Next() {
-		var w string
-		var i int
-		var n int64
-		if err := crows.Scan(&w, &i, &n); err != nil {
-			crows.Close()
-			return nil, totals, fmt.Errorf("count pending and failed deliveries: %w", err)
-		}
-		if counts[w] == nil {
-			counts[w] = &[2]int64{}
-		}
-		counts[w][i] = n
-		totals[i] += n
-	}
-	crows.Close()
-	if err := crows.Err(); err != nil {
-		return nil, totals, fmt.Errorf("count pending and failed deliveries: %w", err)
+	for _, c := range counts {
+		totals.Pending += c.Pending
+		totals.Failed += c.Failed
+		totals.Held += c.Held
+		totals.BlockedKeys += c.BlockedKeys
 	}
 	day, err := webhookStats(ctx, q, daySince(time.Now()), id)
 	if err != nil {
 		return nil, totals, err
 	}
 	for i := range hooks {
-		if c := counts[hooks[i].ID]; c != nil {
-			hooks[i].Pending, hooks[i].Failed = c[0], c[1]
-		}
+		c := counts[hooks[i].ID]
+		hooks[i].Pending, hooks[i].Failed, hooks[i].Held, hooks[i].BlockedKeys = c.Pending, c.Failed, c.Held, c.BlockedKeys
 		hooks[i].Day = day[hooks[i].ID]
 	}
 	return hooks, totals, nil
@@ -165,6 +153,16 @@ type deliveryRow struct {
 	LastStatusCode *int
 	NextAttemptAt  *time.Time
 	CreatedAt      time.Time
+	// OrderingKey is the key of a delivery of an ordered webhook (nil for any other).
+	OrderingKey *string
+}
+
+// Held reports a delivery waiting for an earlier one of its ordered key: pending with
+// no next attempt (schema: 00011_ordering).
+func (d deliveryRow) Held() bool { return isHeld(d.Status, d.NextAttemptAt) }
+
+func isHeld(status string, next *time.Time) bool {
+	return status == string(store.Pending) && next == nil
 }
 
 // deliveryFilter is what the Deliveries page filters by.
@@ -249,7 +247,7 @@ func listDeliveries(ctx context.Context, q store.Querier, f deliveryFilter) (row
 		outer = " WHERE " + strings.Join(checks, " AND ")
 	}
 	sql := `SELECT d.id, d.event_id::text, coalesce(o.metadata ->> 'event', ''), coalesce(o.source, ''), d.webhook_id,
-		coalesce(nullif(w.name, ''), w.event), w.target_url, d.status, d.attempts, d.last_status_code, d.next_attempt_at, d.created_at
+		coalesce(nullif(w.name, ''), w.event), w.target_url, d.status, d.attempts, d.last_status_code, d.next_attempt_at, d.created_at, d.ordering_key
 		FROM ` + base + `
 		LEFT JOIN relay.outbox o ON o."uuid"::uuid = d.event_id
 		LEFT JOIN relay.webhooks w ON w.id = d.webhook_id` + outer + `
@@ -261,7 +259,7 @@ func listDeliveries(ctx context.Context, q store.Querier, f deliveryFilter) (row
 	rows, err = pgx.CollectRows(r, func(r pgx.CollectableRow) (deliveryRow, error) {
 		var d deliveryRow
 		err := r.Scan(&d.ID, &d.EventID, &d.Event, &d.Source, &d.WebhookID, &d.WebhookLabel, &d.WebhookURL, &d.Status,
-			&d.Attempts, &d.LastStatusCode, &d.NextAttemptAt, &d.CreatedAt)
+			&d.Attempts, &d.LastStatusCode, &d.NextAttemptAt, &d.CreatedAt, &d.OrderingKey)
 		if d.WebhookURL != nil {
 			m := webhook.MaskURL(*d.WebhookURL)
 			d.WebhookURL = &m

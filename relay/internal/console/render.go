@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // view is what every page's template gets: the layout's fields, and the page's own
@@ -94,6 +95,7 @@ var funcs = template.FuncMap{
 	"int64":    func(n int) int64 { return int64(n) },
 	"pair":     func(a, b chartPair) []chartPair { return []chartPair{a, b} },
 	"codeText": codeText,
+	"clip":     clip,
 	"codeClass": func(v any) string {
 		if n, err := strconv.Atoi(codeText(v)); err == nil && n >= 200 && n < 300 {
 			return "ok"
@@ -185,8 +187,19 @@ func statusClass(s string) string {
 		return "bad"
 	case "pending", "wait":
 		return "wait"
+	case "skipped", "cancelled":
+		return "muted"
 	}
 	return "muted"
+}
+
+// clip shortens s to n characters for a table (its whole text goes in a title).
+func clip(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
 }
 
 // pct writes a success rate; a negative rate means there was nothing to rate.

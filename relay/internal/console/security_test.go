@@ -49,7 +49,8 @@ func fixture(t testing.TB, e *env) (hook webhook.Webhook, deliveryID int64, even
 	id := hook.ID
 	pages = []string{"/ui/", "/ui/webhooks", "/ui/webhooks/new", "/ui/webhooks/" + id, "/ui/webhooks/" + id + "/edit",
 		"/ui/webhooks/" + id + "/rotate-secret", "/ui/webhooks/" + id + "/delete", "/ui/deliveries",
-		"/ui/deliveries?webhook=" + id + "&status=failed", fmt.Sprintf("/ui/deliveries/%d", deliveryID), "/ui/events",
+		"/ui/deliveries?webhook=" + id + "&status=failed", fmt.Sprintf("/ui/deliveries/%d", deliveryID),
+		fmt.Sprintf("/ui/deliveries/%d/skip", deliveryID), "/ui/events",
 		"/ui/events?event=post.*", "/ui/events/" + eventID, "/ui/events/" + eventID + "/body", "/ui/stripe", "/ui/ghost"}
 	return hook, deliveryID, eventID, pages
 }
@@ -64,6 +65,7 @@ func actions(hookID string, deliveryID int64) map[string]url.Values {
 		"/ui/webhooks/" + hookID + "/rotate-secret":            {},
 		"/ui/webhooks/" + hookID + "/delete":                   {},
 		fmt.Sprintf("/ui/deliveries/%d/redeliver", deliveryID): {},
+		fmt.Sprintf("/ui/deliveries/%d/skip", deliveryID):      {},
 		"/ui/sign-out":                                         {},
 	}
 }

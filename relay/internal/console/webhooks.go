@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/relayhq/relay/relay/internal/invalid"
+	"github.com/relayhq/relay/relay/internal/status"
 	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/relay/internal/webhook"
 )
@@ -18,12 +19,15 @@ import (
 // done are the confirmations a page shows after a change redirected to it; links carry
 // a code, never text, so nothing a link says is echoed into the page.
 var done = map[string]string{
-	"added":       "Webhook added.",
-	"saved":       "Changes saved.",
-	"disabled":    "Webhook disabled: its pending deliveries were cancelled.",
-	"enabled":     "Webhook enabled: new events reach it again.",
-	"deleted":     "Webhook deleted. Its deliveries and attempts stay in the audit trail.",
-	"redelivered": "Redelivery queued: the attempt starts within moments.",
+	"added":            "Webhook added.",
+	"saved":            "Changes saved.",
+	"disabled":         "Webhook disabled: its pending deliveries were cancelled.",
+	"enabled":          "Webhook enabled: new events reach it again.",
+	"deleted":          "Webhook deleted. Its deliveries and attempts stay in the audit trail.",
+	"redelivered":      "Redelivery queued: the attempt starts within moments.",
+	"redelivered-held": "Redelivery queued behind another delivery of its key, which is under way: it goes once that one is done.",
+	"skipped":          "Delivery skipped: the next delivery of its key is due now.",
+	"skipped-0":        "Delivery skipped. No later delivery of its key was waiting.",
 }
 
 type webhooksData struct {
@@ -107,6 +111,7 @@ type hookForm struct {
 	SecretMode      string
 	HasSecret       bool
 	StripeSignature bool
+	Ordered         bool // the "deliver in order per post/member" checkbox
 	Groups          []eventGroup
 	Errors          map[string]string
 }
@@ -249,6 +254,7 @@ func readForm(r *http.Request) hookForm {
 		URL:         strings.TrimSpace(r.PostFormValue("target_url")),
 		Name:        strings.TrimSpace(r.PostFormValue("name")),
 		SecretMode:  r.PostFormValue("secret_mode"),
+		Ordered:     r.PostFormValue("ordered") == "yes",
 		Errors:      map[string]string{},
 	}
 	return f
@@ -297,7 +303,7 @@ func (c *console) addWebhook(w http.ResponseWriter, r *http.Request, s *session)
 	} else if err := webhook.ValidateTargetURL(f.URL); err != nil {
 		f.fieldError(err)
 	}
-	in := webhook.Input{Event: &ev, TargetURL: &f.URL}
+	in := webhook.Input{Event: &ev, TargetURL: &f.URL, Ordered: &f.Ordered}
 	if f.Name != "" {
 		in.Name = webhook.Value(f.Name)
 	}
@@ -329,8 +335,11 @@ func (c *console) addWebhook(w http.ResponseWriter, r *http.Request, s *session)
 		if wh, err = (webhook.Store{Pool: tx}).Add(r.Context(), in); err != nil {
 			return err
 		}
-		return recordChange(r.Context(), tx, s, "added the webhook", target{WebhookID: wh.ID},
-			fmt.Sprintf("event %s, URL %s, %s", wh.Event, webhook.MaskURL(wh.TargetURL), secretWords(f.SecretMode)))
+		detail := fmt.Sprintf("event %s, URL %s, %s", wh.Event, webhook.MaskURL(wh.TargetURL), secretWords(f.SecretMode))
+		if wh.Ordered {
+			detail += ", ordered"
+		}
+		return recordChange(r.Context(), tx, s, "added the webhook", target{WebhookID: wh.ID}, detail)
 	})
 	if f.fieldError(err) {
 		return c.renderForm(w, r, s, http.StatusUnprocessableEntity, f)
@@ -385,7 +394,7 @@ func (c *console) editWebhookPage(w http.ResponseWriter, r *http.Request, s *ses
 	}
 	masked := webhook.MaskURL(wh.TargetURL)
 	f := hookForm{Edit: true, ID: wh.ID, Label: label(wh), EventChoice: wh.Event, URL: masked, URLMasked: masked != wh.TargetURL,
-		Name: deref(wh.Name), SecretMode: "keep", HasSecret: wh.Secret != nil, StripeSignature: wh.StripeSignature}
+		Name: deref(wh.Name), SecretMode: "keep", HasSecret: wh.Secret != nil, StripeSignature: wh.StripeSignature, Ordered: wh.Ordered}
 	return c.renderForm(w, r, s, http.StatusOK, f)
 }
 
@@ -441,10 +450,13 @@ func (c *console) editWebhook(w http.ResponseWriter, r *http.Request, s *session
 		f.SecretMode = "keep"
 		f.Errors["secret"] = "Choose what happens to the secret."
 	}
+	if f.Ordered != wh.Ordered {
+		in.Ordered = &f.Ordered
+	}
 	if len(f.Errors) > 0 {
 		return c.renderForm(w, r, s, http.StatusUnprocessableEntity, f)
 	}
-	if len(what) == 0 {
+	if len(what) == 0 && in.Ordered == nil {
 		http.Redirect(w, r, "/ui/webhooks/"+wh.ID, http.StatusSeeOther)
 		return nil
 	}
@@ -452,6 +464,20 @@ func (c *console) editWebhook(w http.ResponseWriter, r *http.Request, s *session
 		what = append(what, "Stripe-Signature mark cleared")
 	}
 	err = pgx.BeginFunc(r.Context(), c.Pool, func(tx pgx.Tx) error {
+		what := what
+		switch {
+		case in.Ordered != nil && *in.Ordered:
+			what = append(what, "made ordered: its deliveries created from now on go one at a time per key")
+		case in.Ordered != nil:
+			// The held deliveries that turning it off lets go (relay.release_unordered),
+			// counted in this transaction, before the edit.
+			counts, err := status.ReadWebhookCounts(r.Context(), tx, wh.ID)
+			if err != nil {
+				return err
+			}
+			held := counts[wh.ID].Held
+			what = append(what, fmt.Sprintf("no longer ordered: %d held %s let go", held, plural(held, "delivery", "deliveries")))
+		}
 		if _, err := (webhook.Store{Pool: tx}).Edit(r.Context(), wh.ID, in); err != nil {
 			return err
 		}

@@ -13,13 +13,15 @@ import (
 )
 
 // Markup in what the console shows — a webhook's name and URL (the operator's or an
-// integration's), an event's body (the CMS's), a receiver's response — is text: it is
+// integration's), an event's body and the ordering key taken from it (the CMS's), a
+// receiver's response — is text: it is
 // escaped in the HTML, and in a real browser no script of it runs and no element of it
 // exists. (The CSP would stop an inline script anyway; the DOM checks do not rely on it.)
 func TestMarkupInDataRendersInert(t *testing.T) {
 	const (
 		name = `<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">"onload="window.__pwned=3`
-		body = `{"post":{"current":{"title":"<script>window.__pwned=4</script>\"onload=\"window.__pwned=5","html":"<img src=x onerror=window.__pwned=6>"},"previous":{}}}`
+		key  = `<script>window.__pwned=11</script>"onload="window.__pwned=12`
+		body = `{"post":{"current":{"id":"<script>window.__pwned=11</script>\"onload=\"window.__pwned=12","title":"<script>window.__pwned=4</script>\"onload=\"window.__pwned=5","html":"<img src=x onerror=window.__pwned=6>"},"previous":{}}}`
 		resp = `<script>window.__pwned=7</script><svg onload="window.__pwned=8"></svg>"onload="window.__pwned=9`
 	)
 	e := newEnv(t)
@@ -28,7 +30,7 @@ func TestMarkupInDataRendersInert(t *testing.T) {
 	rs.body.Store(resp)
 	startRelay(t, e)
 	hook := addHook(t, e, webhook.Input{Event: ptr("post.published"), TargetURL: ptr(rs.rc.URL() + `/hook?q="onload="window.__pwned=10`),
-		Name: webhook.Value(name)})
+		Name: webhook.Value(name), Ordered: ptr(true)})
 	eventID := emit(t, e.db, "post.published", body)
 	deliveryID := deliveryOf(t, e, eventID)
 	rs.rc.WaitFor(t, 1, 10*time.Second)
@@ -41,10 +43,11 @@ func TestMarkupInDataRendersInert(t *testing.T) {
 		"/ui/webhooks/" + hook.ID:             {name},
 		"/ui/webhooks/" + hook.ID + "/delete": {name},
 		"/ui/deliveries":                      {name},
-		fmt.Sprintf("/ui/deliveries/%d", deliveryID): {name, resp, `"<script>window.__pwned=4</script>\"onload=\"window.__pwned=5"`},
-		"/ui/events/" + eventID:                      {name, `"<img src=x onerror=window.__pwned=6>"`},
-		"/ui/webhooks/" + hook.ID + "/edit":          {},
-		"/ui/events":                                 {},
+		fmt.Sprintf("/ui/deliveries/%d", deliveryID):      {name, resp, key, `"<script>window.__pwned=4</script>\"onload=\"window.__pwned=5"`},
+		fmt.Sprintf("/ui/deliveries/%d/skip", deliveryID): {name, key},
+		"/ui/events/" + eventID:                           {name, `"<img src=x onerror=window.__pwned=6>"`},
+		"/ui/webhooks/" + hook.ID + "/edit":               {},
+		"/ui/events":                                      {},
 	}
 	c := e.client(t)
 	e.signIn(t, c, e.key)

@@ -104,33 +104,87 @@ type Webhook struct {
 	FailingSince *time.Time `json:"failing_since"`
 }
 
-// webhooksSQL counts only pending and failed rows, each through its partial index (as
-// one scan of both statuses the planner read every delivery), so its cost follows the
-// trouble, not the history.
-const webhooksSQL = `
+// webhookCountsSQL counts each webhook's unfinished deliveries (WebhookCounts), of
+// every webhook or, with one, of the webhook $1. It reads only pending and failed rows,
+// each through its partial index (as one scan of both statuses the planner read every
+// delivery), so its cost follows the trouble, not the history. Held and blocked keys are
+// the ordering rules of 00011_ordering: a held delivery is pending with no next attempt,
+// and a key is blocked by its failed delivery.
+func webhookCountsSQL(one bool) string {
+	filter := ""
+	if one {
+		filter = " AND webhook_id = $1"
+	}
+	return `SELECT webhook_id, sum(pending)::bigint AS pending, sum(failed)::bigint AS failed,
+               sum(held)::bigint AS held, sum(blocked_keys)::bigint AS blocked_keys FROM (
+            SELECT webhook_id, count(*) AS pending, 0 AS failed,
+                   count(*) FILTER (WHERE next_attempt_at IS NULL) AS held, 0 AS blocked_keys
+              FROM relay.deliveries WHERE status = 'pending'` + filter + ` GROUP BY webhook_id
+            UNION ALL
+            SELECT webhook_id, 0, count(*), 0, count(DISTINCT ordering_key)
+              FROM relay.deliveries WHERE status = 'failed'` + filter + ` GROUP BY webhook_id
+        ) c GROUP BY webhook_id`
+}
+
+// WebhookCounts are one webhook's unfinished deliveries.
+type WebhookCounts struct {
+	// Pending deliveries are due, waiting for a retry, or held.
+	Pending int64
+	// Failed deliveries exhausted their retries.
+	Failed int64
+	// Held are the pending deliveries of an ordered webhook waiting for an earlier one
+	// of their key.
+	Held int64
+	// BlockedKeys are the ordering keys with a failed delivery, which holds the key's
+	// later ones until it is redelivered or skipped.
+	BlockedKeys int64
+}
+
+// ReadWebhookCounts counts the unfinished deliveries of every webhook (deleted ones'
+// included), or of webhookID only, by webhook id, on q (a pool, or a page's read
+// transaction). A webhook without any is not in the map.
+func ReadWebhookCounts(ctx context.Context, q store.Querier, webhookID string) (map[string]WebhookCounts, error) {
+	var args []any
+	if webhookID != "" {
+		args = append(args, webhookID)
+	}
+	rows, err := q.Query(ctx, webhookCountsSQL(webhookID != ""), args...)
+	if err != nil {
+		return nil, fmt.Errorf("status: count deliveries by webhook: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]WebhookCounts{}
+	for rows.Next() {
+		var id string
+		var c WebhookCounts
+		if err := rows.Scan(&id, &c.Pending, &c.Failed, &c.Held, &c.BlockedKeys); err != nil {
+			return nil, fmt.Errorf("status: count deliveries by webhook: %w", err)
+		}
+		out[id] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("status: count deliveries by webhook: %w", err)
+	}
+	return out, nil
+}
+
+// webhooksSQL is every webhook with its counts, in one statement.
+func webhooksSQL() string {
+	return `
 SELECT w.id, w.event, w.target_url, w.status, w.disabled_reason,
        coalesce(d.pending, 0)::bigint, coalesce(d.failed, 0)::bigint,
        w.ordered, coalesce(d.held, 0)::bigint, coalesce(d.blocked_keys, 0)::bigint,
        w.last_triggered_at, w.last_triggered_status, w.last_attempt_error,
        w.last_success_at, w.failing_since
   FROM relay.webhooks w
-  LEFT JOIN (
-        SELECT webhook_id, sum(pending) AS pending, sum(failed) AS failed,
-               sum(held) AS held, sum(blocked_keys) AS blocked_keys FROM (
-            SELECT webhook_id, count(*) AS pending, 0 AS failed,
-                   count(*) FILTER (WHERE next_attempt_at IS NULL) AS held, 0 AS blocked_keys
-              FROM relay.deliveries WHERE status = 'pending' GROUP BY webhook_id
-            UNION ALL
-            SELECT webhook_id, 0, count(*), 0, count(DISTINCT ordering_key)
-              FROM relay.deliveries WHERE status = 'failed' GROUP BY webhook_id
-        ) c GROUP BY webhook_id
-  ) d ON d.webhook_id = w.id
+  LEFT JOIN (` + webhookCountsSQL(false) + `) d ON d.webhook_id = w.id
  ORDER BY w.created_at, w.id`
+}
 
 // ReadWebhooks lists every webhook with its pending and failed deliveries, oldest
 // webhook first.
 func ReadWebhooks(ctx context.Context, pool *pgxpool.Pool) ([]Webhook, error) {
-	rows, err := pool.Query(ctx, webhooksSQL)
+	rows, err := pool.Query(ctx, webhooksSQL())
 	if err != nil {
 		return nil, fmt.Errorf("status: read webhooks: %w", err)
 	}

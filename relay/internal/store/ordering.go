@@ -180,6 +180,16 @@ var ErrNotFailed = errors.New("only a failed delivery can be skipped")
 // key go, and returns how many it let go (one, or none when the key has no delivery
 // waiting or the webhook is not ordered). Its attempts stay as they were.
 func Skip(ctx context.Context, db Beginner, id int64) (released int64, err error) {
+	return SkipRecorded(ctx, db, id, nil)
+}
+
+// SkipRecorded is Skip that also runs record (when not nil) in the transaction that
+// skips, after the delivery is marked skipped and its key let go and before the commit,
+// so that a record of who skipped it (the console's relay.console_changes) commits with
+// the skip or not at all; an error from record rolls the skip back. db must be a pool,
+// not a transaction: the second look at the key has to come after the commit (see
+// above).
+func SkipRecorded(ctx context.Context, db Beginner, id int64, record func(pgx.Tx) error) (released int64, err error) {
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("skip delivery %d: %w", id, err)
@@ -204,6 +214,11 @@ func Skip(ctx context.Context, db Beginner, id int64) (released int64, err error
 	queueReleaseNext(b, []int64{id}, "", Next{}, &leased, &n)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return 0, fmt.Errorf("skip delivery %d: release its key: %w", id, err)
+	}
+	if record != nil {
+		if err := record(tx); err != nil {
+			return 0, fmt.Errorf("skip delivery %d: %w", id, err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("skip delivery %d: %w", id, err)

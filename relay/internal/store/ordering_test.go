@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/relayhq/relay/relay/internal/store"
 	"github.com/relayhq/relay/testutil"
 )
@@ -256,6 +258,50 @@ func eventIDs(cs []store.Claimed) []string {
 		ids[i] = c.EventID
 	}
 	return ids
+}
+
+// A skip's record (the console's, of who skipped) runs in the skip's transaction: it
+// sees the delivery skipped and the key let go, commits with them, and when it fails,
+// nothing is skipped and the key stays held.
+func TestSkipRecordedCommitsOrRollsBackWithItsRecord(t *testing.T) {
+	t.Parallel()
+	f := newOrderedFixture(t)
+	ctx := context.Background()
+	a1, a2 := f.emit("A"), f.emit("A")
+	first := ofWebhook(f.fanOut(a1), f.ordered)
+	if len(first) != 1 || first[0].EventID != a1 {
+		t.Fatalf("leased %v, want A1", eventIDs(first))
+	}
+	f.record(first[0], store.Failed)
+	f.want(map[string]string{a1: "failed", a2: "held"})
+
+	refused := errors.New("the record could not be written")
+	_, err := store.SkipRecorded(ctx, f.db.Pool, first[0].ID, func(pgx.Tx) error { return refused })
+	if !errors.Is(err, refused) {
+		t.Fatalf("skip with a failing record: %v, want its error", err)
+	}
+	f.want(map[string]string{a1: "failed", a2: "held"})
+
+	var seen string
+	n, err := store.SkipRecorded(ctx, f.db.Pool, first[0].ID, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT string_agg(status || coalesce(next_attempt_at::text, '-'), ' ' ORDER BY id)
+			FROM relay.deliveries WHERE webhook_id = $1`, f.ordered).Scan(&seen); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE relay.deliveries SET last_error = 'recorded' WHERE id = $1`, first[0].ID)
+		return err
+	})
+	if err != nil || n != 1 {
+		t.Fatalf("skip: released %d, %v; want 1", n, err)
+	}
+	if !strings.HasPrefix(seen, "skipped-") || strings.HasSuffix(seen, "pending-") {
+		t.Errorf("the record saw %q; want A1 skipped and A2 let go", seen)
+	}
+	f.want(map[string]string{a1: "skipped", a2: "due"})
+	var lastError string
+	if err := f.db.Pool.QueryRow(ctx, `SELECT last_error FROM relay.deliveries WHERE id = $1`, first[0].ID).Scan(&lastError); err != nil || lastError != "recorded" {
+		t.Errorf("the record's write: %q (%v), want it committed with the skip", lastError, err)
+	}
 }
 
 // The race the second looks are there for: a relay records the success of a key's
