@@ -19,7 +19,12 @@ import (
 //	GET  /relay/v1/deliveries                  ?event=&event_id=&webhook=&status=&since=&until=&limit=&cursor=
 //	GET  /relay/v1/deliveries/{id}             one delivery and its attempts
 //	POST /relay/v1/deliveries/{id}/redeliver   -> 202, the delivery, pending again
+//	POST /relay/v1/deliveries/{id}/skip        -> 200, the delivery, skipped
 //	POST /relay/v1/events/{id}/redeliver       -> 202, what was redelivered and skipped
+//
+// Reads cover everything; the actions (redeliver, skip) touch only deliveries of the
+// key's own integration's webhooks, as the Admin API edits only those: one that is not
+// the caller's is answered as not found.
 //
 // Lists are newest first; meta.next_cursor, when not null, fetches the next page.
 // since/until take RFC 3339, a date, or a duration ago (24h, 7d).
@@ -171,7 +176,7 @@ func (d Deps) auditRedeliver(w http.ResponseWriter, r *http.Request) {
 		d.auditError(w, r, err)
 		return
 	}
-	if _, err := store.Redeliver(r.Context(), d.Pool, store.Selection{DeliveryID: id}); err != nil {
+	if _, err := store.Redeliver(r.Context(), d.Pool, store.Selection{DeliveryID: id, IntegrationID: caller(r.Context()).IntegrationID}); err != nil {
 		d.auditError(w, r, err)
 		return
 	}
@@ -192,6 +197,14 @@ func (d Deps) auditSkip(w http.ResponseWriter, r *http.Request) {
 		d.auditError(w, r, err)
 		return
 	}
+	// Only a delivery of the caller's own webhooks; another's is answered as missing.
+	if del, err := d.auditStore().GetDelivery(r.Context(), id); err != nil || !d.owns(r, del.WebhookID) {
+		if err == nil {
+			err = audit.ErrNotFound
+		}
+		d.auditError(w, r, err)
+		return
+	}
 	released, err := store.Skip(r.Context(), d.Pool, id)
 	if err != nil {
 		d.auditError(w, r, err)
@@ -208,7 +221,7 @@ func (d Deps) auditSkip(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d Deps) auditRedeliverEvent(w http.ResponseWriter, r *http.Request) {
-	res, err := store.Redeliver(r.Context(), d.Pool, store.Selection{EventID: r.PathValue("id")})
+	res, err := store.Redeliver(r.Context(), d.Pool, store.Selection{EventID: r.PathValue("id"), IntegrationID: caller(r.Context()).IntegrationID})
 	if err != nil {
 		d.auditError(w, r, err)
 		return

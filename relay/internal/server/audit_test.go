@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -152,7 +153,9 @@ func TestAuditAPIListsFiltersAndPages(t *testing.T) {
 	}
 	tagID := auditEmit(t, a.db, "tag.added", `{}`)
 	var wh string
-	if err := a.db.Pool.QueryRow(ctx, `INSERT INTO relay.webhooks (event, target_url) VALUES ('post.*', 'https://example.com/x') RETURNING id`).Scan(&wh); err != nil {
+	// The key's own (its actions, such as redeliver, reach only its webhooks).
+	if err := a.db.Pool.QueryRow(ctx, `INSERT INTO relay.webhooks (event, target_url, integration_id) VALUES ('post.*', 'https://example.com/x', $1) RETURNING id`,
+		a.integration).Scan(&wh); err != nil {
 		t.Fatal(err)
 	}
 	for i, id := range ids {
@@ -262,12 +265,18 @@ func TestAuditAPIListsFiltersAndPages(t *testing.T) {
 	}
 	code, body := a.do(t, "POST", "/relay/v1/deliveries/999999/redeliver", a.token(t), "")
 	wantError(t, "redeliver unknown", code, body, 404, "NotFoundError")
-	// A deleted webhook's delivery cannot be redelivered: there is nowhere to send it.
+	// A disabled webhook's delivery is not redelivered: enable it first.
+	if _, err := a.db.Pool.Exec(ctx, `UPDATE relay.webhooks SET status = 'disabled' WHERE id = $1`, wh); err != nil {
+		t.Fatal(err)
+	}
+	code, body = a.do(t, "POST", fmt.Sprintf("/relay/v1/deliveries/%d/redeliver", dp.Deliveries[0].ID), a.token(t), "")
+	wantError(t, "redeliver to a disabled webhook", code, body, 409, "ConflictError")
+	// A deleted one's is no one's: there is nowhere to send it, and no key owns it.
 	if _, err := a.db.Pool.Exec(ctx, `DELETE FROM relay.webhooks WHERE id = $1`, wh); err != nil {
 		t.Fatal(err)
 	}
 	code, body = a.do(t, "POST", fmt.Sprintf("/relay/v1/deliveries/%d/redeliver", dp.Deliveries[0].ID), a.token(t), "")
-	wantError(t, "redeliver to a deleted webhook", code, body, 409, "ConflictError")
+	wantError(t, "redeliver to a deleted webhook", code, body, 404, "NotFoundError")
 }
 
 func reverse(s []string) []string {
@@ -276,4 +285,59 @@ func reverse(s []string) []string {
 		out[len(s)-1-i] = v
 	}
 	return out
+}
+
+// The audit API's actions reach only the key's own webhooks: another integration's key
+// (or any key, for the operator's webhooks) can read a delivery but neither redeliver
+// nor skip it, nor redeliver its event there; each is answered as not found, and
+// nothing changes.
+func TestAuditActionsTouchOnlyTheKeysOwnWebhooks(t *testing.T) {
+	t.Parallel()
+	a := newAdminAPI(t, nil)
+	ctx := context.Background()
+	_, otherKey, err := a.keys.Create(ctx, "another client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := ghostToken(t, otherKey, time.Now(), "/admin/")
+	event := auditEmit(t, a.db, "post.published", `{}`)
+	var mine, operators int64
+	for _, c := range []struct {
+		integration any
+		id          *int64
+	}{{a.integration, &mine}, {nil, &operators}} {
+		if err := a.db.Pool.QueryRow(ctx, `WITH w AS (INSERT INTO relay.webhooks (event, target_url, integration_id, ordered)
+			VALUES ('post.published', 'https://example.com/' || gen_random_uuid(), $1, true) RETURNING id)
+			INSERT INTO relay.deliveries (event_id, webhook_id, status, attempts) SELECT $2, id, 'failed', 1 FROM w RETURNING id`,
+			c.integration, event).Scan(c.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name, token, path string
+	}{
+		{"another key redelivers mine", other, fmt.Sprintf("/relay/v1/deliveries/%d/redeliver", mine)},
+		{"another key skips mine", other, fmt.Sprintf("/relay/v1/deliveries/%d/skip", mine)},
+		{"a key redelivers the operator's", a.token(t), fmt.Sprintf("/relay/v1/deliveries/%d/redeliver", operators)},
+		{"a key skips the operator's", a.token(t), fmt.Sprintf("/relay/v1/deliveries/%d/skip", operators)},
+	} {
+		code, body := a.do(t, "POST", c.path, c.token, "")
+		wantError(t, c.name, code, body, 404, "NotFoundError")
+	}
+	code, body := a.do(t, "POST", "/relay/v1/events/"+event+"/redeliver", other, "")
+	if code != http.StatusAccepted || !strings.Contains(string(body), `"redelivered":[]`) {
+		t.Errorf("another key redelivers the event: %d %s; want nothing redelivered", code, body)
+	}
+	var failed int
+	if err := a.db.Pool.QueryRow(ctx, `SELECT count(*) FROM relay.deliveries WHERE status = 'failed'`).Scan(&failed); err != nil || failed != 2 {
+		t.Fatalf("%d failed deliveries left (%v), want both untouched", failed, err)
+	}
+	// The owner may.
+	if code, body := a.do(t, "POST", fmt.Sprintf("/relay/v1/deliveries/%d/skip", mine), a.token(t), ""); code != http.StatusOK {
+		t.Errorf("the owner skips: %d %s", code, body)
+	}
+	code, body = a.do(t, "POST", "/relay/v1/events/"+event+"/redeliver", a.token(t), "")
+	if code != http.StatusAccepted || !strings.Contains(string(body), fmt.Sprintf(`"redelivered":[%d]`, mine)) {
+		t.Errorf("the owner redelivers the event: %d %s; want its delivery only", code, body)
+	}
 }

@@ -82,7 +82,14 @@ func TestRedeliveredStripeEventIsSignedOnlyWhenAskedExplicitly(t *testing.T) {
 	srv := httptest.NewServer(server.New(server.Deps{Pool: db.Pool, Log: zerolog.New(zerolog.NewTestWriter(t)), StripeSecret: stripeTestSecret, Keys: keys}))
 	t.Cleanup(srv.Close)
 	a := &adminAPI{db: db, srv: srv, keys: keys}
-	if _, a.key, err = keys.Create(context.Background(), "integration"); err != nil {
+	k, full, err := keys.Create(context.Background(), "integration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.key = full
+	// The key's integration owns the Stripe webhook (a key acts on its own webhooks
+	// only); the operator's mark for Stripe-Signature stays.
+	if _, err := db.Pool.Exec(context.Background(), `UPDATE relay.webhooks SET integration_id = $1`, k.Integration.ID); err != nil {
 		t.Fatal(err)
 	}
 

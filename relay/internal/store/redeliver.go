@@ -24,6 +24,9 @@ type Selection struct {
 	WebhookID string
 	Since     time.Time
 	Status    string
+	// IntegrationID, when set, narrows a delivery or event selection to the deliveries
+	// of that integration's webhooks (an Admin API key acts on its own webhooks only).
+	IntegrationID string
 	// StripeSignature lets the redelivered attempts of Stripe's events carry a fresh
 	// Stripe-Signature (to the webhooks marked for it). Off by default: re-sending a
 	// payment event to Ghost, which does not deduplicate, must be asked for explicitly.
@@ -143,7 +146,12 @@ func Redeliver(ctx context.Context, pool Beginner, sel Selection) (Result, error
 	default:
 		return res, invalid.New("selection", "choose exactly one of a delivery id, an event id, or a webhook id with a since time")
 	}
-	res, err := redeliver(ctx, pool, res, cond, sel.StripeSignature, arg)
+	args := []any{arg}
+	if sel.IntegrationID != "" {
+		cond += " AND d.webhook_id IN (SELECT o.id FROM relay.webhooks o WHERE o.integration_id = $5)"
+		args = append(args, sel.IntegrationID)
+	}
+	res, err := redeliver(ctx, pool, res, cond, sel.StripeSignature, args...)
 	if err != nil {
 		return res, err
 	}
