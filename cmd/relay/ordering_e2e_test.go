@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/relayhq/relay/outbox"
 	"github.com/relayhq/relay/testutil"
@@ -34,14 +35,6 @@ func TestOrderedWebhookKeepsEachKeysOrderThroughFailuresAndAKill(t *testing.T) {
 
 	var mu sync.Mutex
 	answers := map[string][]answer{} // by key
-	keyOf := func(body []byte) string {
-		// The receiver reads the key back from the body, as a receiver would.
-		var n, k int
-		if _, err := fmt.Sscanf(string(body), `{"post":{"current":{"id":"post-%d","n":%d}`, &k, &n); err != nil {
-			return "?"
-		}
-		return fmt.Sprintf("post-%d", k)
-	}
 	orderedRc := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
 		ok := rand.IntN(5) != 0
 		mu.Lock()
@@ -92,24 +85,9 @@ func TestOrderedWebhookKeepsEachKeysOrderThroughFailuresAndAKill(t *testing.T) {
 	orderedDone := time.Since(start)
 	time.Sleep(time.Second) // anything doubled would arrive now
 
-	// Commit order, per key, from the database.
-	rows, err := db.Pool.Query(ctx, `SELECT id::text, key FROM relay.events ORDER BY transaction_id, "offset"`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type ev struct{ ID, Key string }
-	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ev])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(all) != events {
-		t.Fatalf("relay.events has %d events, want %d", len(all), events)
-	}
-	want := map[string][]string{}
-	ids := make([]string, len(all))
-	for i, e := range all {
-		want[e.Key] = append(want[e.Key], e.ID)
-		ids[i] = e.ID
+	want, ids := commitOrder(t, db.Pool)
+	if len(ids) != events {
+		t.Fatalf("relay.events has %d events, want %d", len(ids), events)
 	}
 	if len(want) != keys {
 		t.Fatalf("%d keys in relay.events, want %d", len(want), keys)
@@ -153,6 +131,36 @@ func TestOrderedWebhookKeepsEachKeysOrderThroughFailuresAndAKill(t *testing.T) {
 	if orderedLeft == 0 {
 		t.Errorf("the ordered webhook finished no later than the unordered one: the failures held nothing back, so the test proves nothing about it")
 	}
+}
+
+// keyOf reads an emitKeyed event's key back from its body, as a receiver would.
+func keyOf(body []byte) string {
+	var n, k int
+	if _, err := fmt.Sscanf(string(body), `{"post":{"current":{"id":"post-%d","n":%d}`, &k, &n); err != nil {
+		return "?"
+	}
+	return fmt.Sprintf("post-%d", k)
+}
+
+// commitOrder reads every event from the database in commit order: their ids by key,
+// and all of them.
+func commitOrder(t *testing.T, pool *pgxpool.Pool) (byKey map[string][]string, ids []string) {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT id::text, key FROM relay.events ORDER BY transaction_id, "offset"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type ev struct{ ID, Key string }
+	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ev])
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKey = map[string][]string{}
+	for _, e := range all {
+		byKey[e.Key] = append(byKey[e.Key], e.ID)
+		ids = append(ids, e.ID)
+	}
+	return byKey, ids
 }
 
 func firstDiff(a, b []string) int {

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/relayhq/relay/testutil"
 )
 
@@ -45,13 +43,10 @@ func TestNewOrderedSubscriberGetsTheKeptLogInOrderThroughAKill(t *testing.T) {
 	var mu sync.Mutex
 	got := map[string][]string{} // webhook-id by key, in the order answered
 	rc := testutil.NewReceiver(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
-		var k, n int
-		if _, err := fmt.Sscanf(string(body), `{"post":{"current":{"id":"post-%d","n":%d}`, &k, &n); err == nil {
-			mu.Lock()
-			key := fmt.Sprintf("post-%d", k)
-			got[key] = append(got[key], r.Header.Get("webhook-id"))
-			mu.Unlock()
-		}
+		mu.Lock()
+		key := keyOf(body)
+		got[key] = append(got[key], r.Header.Get("webhook-id"))
+		mu.Unlock()
 		w.WriteHeader(http.StatusOK)
 	})
 	out := mustCLI(t, db, "webhooks", "add", "post.published", rc.URL()+"/mirror", "--ordered", "--replay-from", "30d", "--json")
@@ -83,19 +78,7 @@ func TestNewOrderedSubscriberGetsTheKeptLogInOrderThroughAKill(t *testing.T) {
 	}, "replay and live deliveries unfinished")
 	time.Sleep(time.Second) // anything doubled would arrive now
 
-	rows, err := db.Pool.Query(ctx, `SELECT id::text, key FROM relay.events ORDER BY transaction_id, "offset"`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type ev struct{ ID, Key string }
-	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ev])
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string][]string{}
-	for _, e := range all {
-		want[e.Key] = append(want[e.Key], e.ID)
-	}
+	want, _ := commitOrder(t, db.Pool)
 	mu.Lock()
 	defer mu.Unlock()
 	duplicates, outOfOrder := 0, 0

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/relayhq/relay/relay/internal/status"
+	"github.com/relayhq/relay/relay/internal/store"
 )
 
 // StatusCmd prints what an operator checks first: is the relay keeping up with the
@@ -22,6 +23,8 @@ type statusReport struct {
 	status.Summary
 	OldestUnreadSeconds float64          `json:"outbox_oldest_unread_seconds"`
 	Webhooks            []status.Webhook `json:"webhooks"`
+	// Replays are the running ones.
+	Replays []store.Replay `json:"replays_running"`
 }
 
 func (c *StatusCmd) Run(ctx context.Context, g *Globals) error {
@@ -34,18 +37,27 @@ func (c *StatusCmd) Run(ctx context.Context, g *Globals) error {
 		if err != nil {
 			return err
 		}
+		replays, err := runningReplays(ctx, db)
+		if err != nil {
+			return err
+		}
 		if c.JSON {
 			if ws == nil {
 				ws = []status.Webhook{}
 			}
-			return printJSON(statusReport{Summary: sum, OldestUnreadSeconds: sum.OldestUnread.Seconds(), Webhooks: ws})
+			return printJSON(statusReport{Summary: sum, OldestUnreadSeconds: sum.OldestUnread.Seconds(), Webhooks: ws, Replays: replays})
 		}
 		oldest := ""
 		if sum.Backlog > 0 {
 			oldest = fmt.Sprintf(" (oldest %s ago)", sum.OldestUnread.Round(time.Millisecond))
 		}
 		fmt.Printf("outbox backlog: %d unread event(s)%s\n", sum.Backlog, oldest)
-		fmt.Printf("deliveries: %d pending, %d failed\n\n", sum.Pending, sum.Failed)
+		fmt.Printf("deliveries: %d pending, %d failed\n", sum.Pending, sum.Failed)
+		for _, r := range replays {
+			fmt.Printf("replay %d running for webhook %s: %d events looked at, %d deliveries created, %d pending (relay replays show %d)\n",
+				r.ID, r.WebhookID, r.Scanned, r.Created, r.Pending, r.ID)
+		}
+		fmt.Println()
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "WEBHOOK\tEVENT\tTARGET URL\tSTATUS\tPENDING\tFAILED\tHELD\tLAST ATTEMPT\tLAST ERROR")
 		for _, w := range ws {
@@ -72,6 +84,23 @@ func (c *StatusCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		return tw.Flush()
 	})
+}
+
+// runningReplays lists the replays still running, oldest first.
+func runningReplays(ctx context.Context, db *database) ([]store.Replay, error) {
+	ids, err := store.RunningReplays(ctx, db.Pool)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]store.Replay, 0, len(ids))
+	for _, id := range ids {
+		r, err := store.GetReplay(ctx, db.Pool, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // oneLine keeps a table row on one line: receivers' error texts can hold newlines
