@@ -77,10 +77,21 @@ func follow(ctx context.Context, db *database, id int64, asJSON bool) error {
 	}
 	var last time.Time
 	var window int64 = -1
+	progressAt, scanned, warned := time.Now(), int64(-1), false
 	for {
 		r, err := store.GetReplay(ctx, db.Pool, id)
 		if err != nil {
 			return err
+		}
+		if r.Scanned != scanned || r.UpdatedAt.After(progressAt) {
+			progressAt, scanned = time.Now(), r.Scanned
+		} else if !warned && time.Since(progressAt) > 30*time.Second && r.Pending == 0 {
+			// Nothing pending and nothing moving: no relay is working through it.
+			if tty {
+				fmt.Fprintln(os.Stderr)
+			}
+			fmt.Fprintf(os.Stderr, "replay %d has not moved for 30 s with nothing pending: is a relay running (relay run) on this database?\n", id)
+			warned = true
 		}
 		if window < 0 && r.Status == "running" {
 			if window, err = store.ReplayWindow(ctx, db.Pool, r); err != nil {
