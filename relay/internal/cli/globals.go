@@ -133,13 +133,6 @@ func (g *Globals) connect(ctx context.Context, log zerolog.Logger, opts connectO
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "relay"
-	// A plan for each execution's values. pgx prepares every statement, and after five
-	// executions PostgreSQL may switch to one generic plan that ignores the arrays the
-	// relay's statements take (a batch's ids, each webhook's room): measured with a
-	// replay beside live traffic, the record statement's generic plan took 22.8 ms on
-	// average (max 564 ms) against 0.7 ms planned each time, and workers waiting on
-	// records held up every delivery. Planning costs tens of µs per batch.
-	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	if cfg.MaxConns < 16 {
 		cfg.MaxConns = 16
 	}

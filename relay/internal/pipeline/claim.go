@@ -25,7 +25,9 @@ const deliveryIDKey = "delivery_id"
 // response is in (the handler calls RequestDone); it leaves the scheduler when its
 // result is recorded (Done), up to 4 × Workers results waiting for their record.
 type claimSubscriber struct {
-	pool   *pgxpool.Pool
+	pool *pgxpool.Pool
+	// planned plans each statement for its values (see recordPool): the claim's.
+	planned *pgxpool.Pool
 	cfg    Config
 	owner  string
 	log    zerolog.Logger
@@ -45,7 +47,7 @@ type claimSubscriber struct {
 
 func newClaimSubscriber(pool *pgxpool.Pool, cfg Config, owner string, wake <-chan struct{}, log zerolog.Logger) *claimSubscriber {
 	s := &claimSubscriber{
-		pool: pool, cfg: cfg, owner: owner, wake: wake, log: log,
+		pool: pool, planned: pool, cfg: cfg, owner: owner, wake: wake, log: log,
 		sched: schedule.New(schedule.Config{
 			PerWebhook:  cfg.WebhookConcurrency,
 			Workers:     cfg.Workers,
@@ -228,7 +230,7 @@ func (s *claimSubscriber) claim(ctx context.Context, limit int, room map[string]
 	defer cancel()
 	lease := s.cfg.leaseFor()
 	claimedAt := time.Now()
-	batch, err := store.Claim(ctx, s.pool, store.ClaimRequest{
+	batch, err := store.Claim(ctx, s.planned, store.ClaimRequest{
 		Owner: s.owner, Limit: limit, Room: room, DefaultRoom: s.cfg.prefetch(), Lease: lease,
 	})
 	if err != nil {
