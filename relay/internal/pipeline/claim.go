@@ -28,14 +28,14 @@ type claimSubscriber struct {
 	pool *pgxpool.Pool
 	// planned plans each statement for its values (see recordPool): the claim's.
 	planned *pgxpool.Pool
-	cfg    Config
-	owner  string
-	log    zerolog.Logger
-	sched  *schedule.Scheduler
-	wake   <-chan struct{}
-	closed chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup
+	cfg     Config
+	owner   string
+	log     zerolog.Logger
+	sched   *schedule.Scheduler
+	wake    <-chan struct{}
+	closed  chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
 
 	kick chan struct{} // a request slot or a worker freed up
 	// recheck takes the deliveries a fan-out held, for their second look.

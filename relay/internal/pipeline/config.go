@@ -74,7 +74,7 @@ func DefaultConfig() Config {
 		EventRetention:     0, // keep the log
 		// Measured beside 500 live events/s on two cores (README: Performance): 250/s of
 		// replay raised the live p50 1.18×, 500/s about 2×.
-		ReplayRate:         250,
+		ReplayRate: 250,
 	}
 }
 
