@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -37,10 +38,11 @@ func (c *StatusCmd) Run(ctx context.Context, g *Globals) error {
 		if err != nil {
 			return err
 		}
-		replays, err := runningReplays(ctx, db)
+		replays, err := store.ListReplays(ctx, db.Pool, store.ReplayFilter{Status: "running", Limit: 100})
 		if err != nil {
 			return err
 		}
+		slices.Reverse(replays) // oldest first
 		if c.JSON {
 			if ws == nil {
 				ws = []status.Webhook{}
@@ -84,23 +86,6 @@ func (c *StatusCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		return tw.Flush()
 	})
-}
-
-// runningReplays lists the replays still running, oldest first.
-func runningReplays(ctx context.Context, db *database) ([]store.Replay, error) {
-	ids, err := store.RunningReplays(ctx, db.Pool)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]store.Replay, 0, len(ids))
-	for _, id := range ids {
-		r, err := store.GetReplay(ctx, db.Pool, id)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, nil
 }
 
 // oneLine keeps a table row on one line: receivers' error texts can hold newlines

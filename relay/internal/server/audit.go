@@ -72,18 +72,9 @@ func parseFilter(q url.Values, allowed ...string) (audit.Filter, error) {
 		}
 	}
 	f.Event, f.EventID, f.Webhook, f.Status, f.Cursor, f.Source = q.Get("event"), q.Get("event_id"), q.Get("webhook"), q.Get("status"), q.Get("cursor"), q.Get("source")
-	now := time.Now()
-	for _, p := range []struct {
-		name string
-		dst  *time.Time
-	}{{"since", &f.Since}, {"until", &f.Until}} {
-		if v := q.Get(p.name); v != "" {
-			t, err := audit.ParseTime(v, now)
-			if err != nil {
-				return f, &invalid.Error{Field: p.name, Message: p.name + ": " + err.Error()}
-			}
-			*p.dst = t
-		}
+	var err error
+	if f.Since, f.Until, err = parseSinceUntil(q.Get("since"), q.Get("until"), time.Now()); err != nil {
+		return f, err
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -93,6 +84,23 @@ func parseFilter(q url.Values, allowed ...string) (audit.Filter, error) {
 		f.Limit = n
 	}
 	return f, nil
+}
+
+// parseSinceUntil reads the since and until of a list filter or a replay (RFC 3339, a
+// date, or a duration ago); an empty one stays zero. An error names its field.
+func parseSinceUntil(since, until string, now time.Time) (time.Time, time.Time, error) {
+	var out [2]time.Time
+	for i, p := range [2]struct{ name, value string }{{"since", since}, {"until", until}} {
+		if p.value == "" {
+			continue
+		}
+		t, err := audit.ParseTime(p.value, now)
+		if err != nil {
+			return time.Time{}, time.Time{}, &invalid.Error{Field: p.name, Message: p.name + ": " + err.Error()}
+		}
+		out[i] = t
+	}
+	return out[0], out[1], nil
 }
 
 type pageMeta struct {

@@ -66,20 +66,9 @@ func (d Deps) replayCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := store.ReplayRequest{WebhookID: body.WebhookID, EventPattern: body.Event, RequestedBy: keyID(r.Context())}
-	now := time.Now()
-	for _, p := range []struct {
-		name, value string
-		dst         *time.Time
-	}{{"since", body.Since, &req.Since}, {"until", body.Until, &req.Until}} {
-		if p.value == "" {
-			continue
-		}
-		t, err := audit.ParseTime(p.value, now)
-		if err != nil {
-			d.auditError(w, r, &invalid.Error{Field: p.name, Message: p.name + ": " + err.Error()})
-			return
-		}
-		*p.dst = t
+	if req.Since, req.Until, err = parseSinceUntil(body.Since, body.Until, time.Now()); err != nil {
+		d.auditError(w, r, err)
+		return
 	}
 	if !d.ownWebhook(w, r, actionNone, "add", body.WebhookID) {
 		return

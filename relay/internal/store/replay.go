@@ -192,6 +192,7 @@ func GetReplay(ctx context.Context, q Querier, id int64) (Replay, error) {
 // ReplayFilter selects replays to list.
 type ReplayFilter struct {
 	WebhookID string // only this webhook's; empty: any
+	Status    string // only those in this status (running, done, cancelled); empty: any
 	// IntegrationID: only replays to this integration's webhooks (an API key's view);
 	// empty: any.
 	IntegrationID string
@@ -203,7 +204,8 @@ func ListReplays(ctx context.Context, q Querier, f ReplayFilter) ([]Replay, erro
 	rows, err := q.Query(ctx, replaySelect+`
 		WHERE ($1 = '' OR r.webhook_id = $1)
 		  AND ($2 = '' OR EXISTS (SELECT 1 FROM relay.webhooks w WHERE w.id = r.webhook_id AND w.integration_id = $2))
-		ORDER BY r.id DESC LIMIT $3`, f.WebhookID, f.IntegrationID, f.Limit)
+		  AND ($4 = '' OR r.status = $4)
+		ORDER BY r.id DESC LIMIT $3`, f.WebhookID, f.IntegrationID, f.Limit, f.Status)
 	if err != nil {
 		return nil, fmt.Errorf("list replays: %w", err)
 	}
