@@ -9,11 +9,12 @@ import (
 )
 
 // Channels the database notifies at commit: relay.emit notifies outboxChannel, the
-// fan-out notifies deliveriesChannel. A notification is only a hint to poll now; the
+// fan-out notifies deliveriesChannel, a new replay replaysChannel. A notification is only a hint to poll now; the
 // pollers still poll on their interval, so a lost notification costs latency, never data.
 const (
 	outboxChannel     = "relay_outbox"
 	deliveriesChannel = "relay_deliveries"
+	replaysChannel    = "relay_replays"
 )
 
 // notifier holds one dedicated connection in LISTEN and turns notifications into
@@ -24,6 +25,7 @@ type notifier struct {
 	log        zerolog.Logger
 	outbox     chan struct{}
 	deliveries chan struct{}
+	replays    chan struct{}
 }
 
 func newNotifier(config *pgx.ConnConfig, log zerolog.Logger) *notifier {
@@ -32,6 +34,7 @@ func newNotifier(config *pgx.ConnConfig, log zerolog.Logger) *notifier {
 		log:        log,
 		outbox:     make(chan struct{}, 1),
 		deliveries: make(chan struct{}, 1),
+		replays:    make(chan struct{}, 1),
 	}
 }
 
@@ -66,7 +69,7 @@ func (n *notifier) listen(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	for _, ch := range []string{outboxChannel, deliveriesChannel} {
+	for _, ch := range []string{outboxChannel, deliveriesChannel, replaysChannel} {
 		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
 			return err
 		}
@@ -74,6 +77,7 @@ func (n *notifier) listen(ctx context.Context) error {
 	// Anything committed while we were not listening was not announced.
 	wake(n.outbox)
 	wake(n.deliveries)
+	wake(n.replays)
 	for {
 		note, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -84,6 +88,8 @@ func (n *notifier) listen(ctx context.Context) error {
 			wake(n.outbox)
 		case deliveriesChannel:
 			wake(n.deliveries)
+		case replaysChannel:
+			wake(n.replays)
 		}
 	}
 }

@@ -106,7 +106,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	g.Go(func() error { return claimSub.recheck.run(failed) })
 	g.Go(func() error { return maintainer{db: r.pool, cfg: r.cfg, log: r.log}.run(failed) })
 	g.Go(func() error { return (&vacuumer{pool: r.pool, log: r.log, rec: rec}).run(failed) })
-	g.Go(func() error { return newReplayer(r.pool, r.log, r.cfg.ReplayRate).run(failed) })
+	g.Go(func() error { return newReplayer(r.pool, r.log, r.cfg.ReplayRate, notes.replays).run(failed) })
 
 	transport := newTransport(r.cfg)
 	// Its keep-alive connections (and their goroutines) end with Run.

@@ -19,24 +19,36 @@ type replayer struct {
 	db   store.Beginner
 	log  zerolog.Logger
 	rate int
-	// idle is the wait between looks for a replay when none runs; busy is the wait
+	// wake fires when a replay is created (NOTIFY relay_replays, and when the listener
+	// (re)connects); idle is the wait between looks when none runs and no notification
+	// comes (a replay another relay left behind, a lost notification); busy is the wait
 	// while the running ones have no room.
+	wake       <-chan struct{}
 	idle, busy time.Duration
 }
 
-func newReplayer(db store.Beginner, log zerolog.Logger, rate int) replayer {
-	return replayer{db: db, log: log, rate: rate, idle: 2 * time.Second, busy: 100 * time.Millisecond}
+// replayIdle: an idle relay looks for replays this often without a notification. It is
+// what it takes another relay to carry on a replay whose relay died, and costs an idle
+// relay one query each time.
+const replayIdle = 10 * time.Second
+
+func newReplayer(db store.Beginner, log zerolog.Logger, rate int, wake <-chan struct{}) replayer {
+	return replayer{db: db, log: log, rate: rate, wake: wake, idle: replayIdle, busy: 100 * time.Millisecond}
 }
 
 func (r replayer) run(ctx context.Context) error {
 	wait := r.idle
 	tokens, last := float64(r.rate), time.Now()
 	for {
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
-		case <-time.After(wait):
+		case <-r.wake:
+		case <-t.C:
 		}
+		t.Stop()
 		now := time.Now()
 		tokens = min(float64(r.rate), tokens+float64(r.rate)*now.Sub(last).Seconds())
 		last = now

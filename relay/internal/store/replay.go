@@ -123,6 +123,10 @@ func CreateReplayIn(ctx context.Context, tx pgx.Tx, r ReplayRequest) (Replay, er
 		r.WebhookID, r.Since, until, r.EventPattern, r.StripeSignature, r.RequestedBy).Scan(&id); err != nil {
 		return Replay{}, mapReplayError(err, r)
 	}
+	// Relays look for new replays when this commits, not at their next idle look.
+	if _, err := tx.Exec(ctx, `SELECT pg_notify('relay_replays', '')`); err != nil {
+		return Replay{}, fmt.Errorf("replay: announce: %w", err)
+	}
 	if ordered {
 		// The fence at the very start: until the first batch, every delivery of the
 		// webhook waits (a replay's own come before the live ones).

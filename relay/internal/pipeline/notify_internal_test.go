@@ -1,0 +1,63 @@
+package pipeline
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/relayhq/relay/relay/internal/store"
+	"github.com/relayhq/relay/relay/internal/webhook"
+	"github.com/relayhq/relay/testutil"
+)
+
+// TestCreatedReplayWakesTheReplayer: an idle relay looks for replays only every
+// replayIdle; a new replay reaches it at once through relay_replays, announced when the
+// replay commits and not before.
+func TestCreatedReplayWakesTheReplayer(t *testing.T) {
+	t.Parallel()
+	db := testutil.NewDB(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	n := newNotifier(db.Pool.Config().ConnConfig.Copy(), zerolog.Nop())
+	done := make(chan error, 1)
+	go func() { done <- n.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	// The listener wakes everything once it listens (what it missed before then).
+	select {
+	case <-n.replays:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the listener never started")
+	}
+
+	event, url := "post.published", "https://hooks.example/in"
+	w, err := webhook.Store{Pool: db.Pool}.Add(ctx, webhook.Input{Event: &event, TargetURL: &url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.CreateReplayIn(ctx, tx, store.ReplayRequest{WebhookID: w.ID, Since: time.Now().Add(-time.Hour), RequestedBy: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n.replays:
+		t.Fatal("woken before the replay committed")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n.replays:
+	case <-time.After(replayIdle):
+		t.Fatalf("no wake within %s of the replay's commit", replayIdle)
+	}
+}
