@@ -26,16 +26,16 @@ const deliveryIDKey = "delivery_id"
 // result is recorded (Done), up to 4 × Workers results waiting for their record.
 type claimSubscriber struct {
 	pool *pgxpool.Pool
-	// planned plans each statement for its values (see recordPool): the claim's.
-	planned *pgxpool.Pool
-	cfg     Config
-	owner   string
-	log     zerolog.Logger
-	sched   *schedule.Scheduler
-	wake    <-chan struct{}
-	closed  chan struct{}
-	once    sync.Once
-	wg      sync.WaitGroup
+	// claims and fanouts are the claim's and the fan-out's pools (claimPool, keyedPool).
+	claims, fanouts *pgxpool.Pool
+	cfg             Config
+	owner           string
+	log             zerolog.Logger
+	sched           *schedule.Scheduler
+	wake            <-chan struct{}
+	closed          chan struct{}
+	once            sync.Once
+	wg              sync.WaitGroup
 
 	kick chan struct{} // a request slot or a worker freed up
 	// recheck takes the deliveries a fan-out held, for their second look.
@@ -47,7 +47,7 @@ type claimSubscriber struct {
 
 func newClaimSubscriber(pool *pgxpool.Pool, cfg Config, owner string, wake <-chan struct{}, log zerolog.Logger) *claimSubscriber {
 	s := &claimSubscriber{
-		pool: pool, planned: pool, cfg: cfg, owner: owner, wake: wake, log: log,
+		pool: pool, claims: pool, fanouts: pool, cfg: cfg, owner: owner, wake: wake, log: log,
 		sched: schedule.New(schedule.Config{
 			PerWebhook:  cfg.WebhookConcurrency,
 			Workers:     cfg.Workers,
@@ -230,13 +230,18 @@ func (s *claimSubscriber) claim(ctx context.Context, limit int, room map[string]
 	defer cancel()
 	lease := s.cfg.leaseFor()
 	claimedAt := time.Now()
-	batch, err := store.Claim(ctx, s.planned, store.ClaimRequest{
+	batch, err := store.Claim(ctx, s.claims, store.ClaimRequest{
 		Owner: s.owner, Limit: limit, Room: room, DefaultRoom: s.cfg.prefetch(), Lease: lease,
 	})
 	if err != nil {
 		return 0, err
 	}
 	s.hold(batch, claimedAt, lease)
+	got := make(map[string]int)
+	for _, c := range batch {
+		got[c.WebhookID]++
+	}
+	s.sched.Claimed(room, s.cfg.prefetch(), got)
 	return len(batch), nil
 }
 
@@ -246,7 +251,7 @@ func (s *claimSubscriber) fanOut(ctx context.Context, eventID string, events int
 	room, budget := s.sched.ClaimRoom()
 	lease := s.cfg.leaseFor()
 	leasedAt := time.Now()
-	out, err := store.FanOut(ctx, s.pool, store.FanOutRequest{
+	out, err := store.FanOut(ctx, s.fanouts, store.FanOutRequest{
 		EventID: eventID, Events: events, Owner: s.owner, Lease: lease,
 		Room: room, DefaultRoom: s.cfg.prefetch(), Limit: budget,
 	})

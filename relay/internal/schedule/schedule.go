@@ -60,6 +60,10 @@ type Config struct {
 type hook struct {
 	inflight int
 	queued   []*Delivery // in due order
+	// more: the webhook's last claim took all the room it was given, so more of its
+	// deliveries may be due; only then does its queue running low call for a claim
+	// (anything else due arrives with a notification or the next poll).
+	more bool
 }
 
 // Scheduler is safe for concurrent use.
@@ -72,7 +76,7 @@ type Scheduler struct {
 	// requesting counts the started deliveries whose request is in flight.
 	requesting int
 	queued     int  // held and not started
-	refill     bool // a webhook's queue ran low since TakeRefill
+	refill     bool // a webhook with more due ran low since TakeRefill
 }
 
 // started is a delivery handed out: its request slot is held until RequestDone, its
@@ -188,7 +192,7 @@ func (s *Scheduler) requestDone(id int64, gone bool) (dropped []*Delivery) {
 	}
 	// Claim again once half of what may be held is gone: the next claim arrives while
 	// the rest is still being sent.
-	if h.inflight+len(h.queued) <= max(s.cfg.PerWebhook, s.cfg.Prefetch/2) {
+	if h.more && h.inflight+len(h.queued) <= max(s.cfg.PerWebhook, s.cfg.Prefetch/2) {
 		s.refill = true
 	}
 	return dropped
@@ -233,8 +237,25 @@ func (s *Scheduler) ClaimRoom() (room map[string]int, budget int) {
 	return room, s.cfg.QueueBudget - s.queued
 }
 
-// TakeRefill reports whether a held webhook's queue ran low since the last call: time
-// to claim again rather than wait for a poll.
+// Claimed tells the Scheduler what a claim found: given is the room the claim offered
+// each webhook (ClaimRoom; defaultRoom for one not in it), got what it took. A webhook
+// that got all its room may have more due: its queue running low calls for a refill.
+func (s *Scheduler) Claimed(given map[string]int, defaultRoom int, got map[string]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, h := range s.hooks {
+		room, ok := given[id]
+		if !ok {
+			room = defaultRoom
+		}
+		if room > 0 {
+			h.more = got[id] >= room
+		}
+	}
+}
+
+// TakeRefill reports whether a held webhook that may have more due ran low since the
+// last call: time to claim again rather than wait for a notification or a poll.
 func (s *Scheduler) TakeRefill() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

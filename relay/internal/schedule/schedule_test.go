@@ -180,10 +180,16 @@ func TestClaimRoomRefillAndDrain(t *testing.T) {
 	if s.TakeRefill() {
 		t.Errorf("refill before anything ran low")
 	}
+	// The claim took all the room it offered a (3) and less than b's (1 of 4).
+	s.Claimed(map[string]int{"a": 3}, 4, map[string]int{"a": 3, "b": 1})
 	drain(s) // 1, 2 of a; 4 of b
+	s.RequestDone(4, false)
+	if s.TakeRefill() {
+		t.Errorf("b ran low but its claim found all it had: no refill")
+	}
 	s.RequestDone(1, false)
 	if !s.TakeRefill() || s.TakeRefill() {
-		t.Errorf("a webhook at or below PerWebhook should ask for a refill once")
+		t.Errorf("a webhook with more due at or below PerWebhook should ask for a refill once")
 	}
 	s.Done(1)
 	held := s.Drain()
