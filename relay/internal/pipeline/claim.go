@@ -141,7 +141,7 @@ func (s *claimSubscriber) lookAgain(ids []int64) { s.recheck.add(ids) }
 // nextWait is how long the loop may sleep: until the next poll, or the earliest
 // recorded retry if that comes sooner.
 func (s *claimSubscriber) nextWait() (time.Duration, bool) {
-	wait := s.cfg.PollInterval
+	wait := s.cfg.claimPoll()
 	if at := s.retryAt.Load(); at != 0 {
 		if d := time.Until(time.Unix(0, at)); d < wait {
 			return max(d, 0), true

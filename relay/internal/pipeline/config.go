@@ -27,7 +27,9 @@ type Config struct {
 	// process, so one slow receiver cannot take all the workers. The bound is per
 	// process: enforcing it across relays would cost a claim per freed slot.
 	WebhookConcurrency int
-	// PollInterval is the fallback wait between polls when no notification arrives.
+	// PollInterval is the fallback wait between polls of the outbox when no
+	// notification arrives; due deliveries nobody announced are looked for every
+	// claimPoll.
 	PollInterval time.Duration
 	// ClaimBatch is the most deliveries claimed in one statement.
 	ClaimBatch int
@@ -140,6 +142,14 @@ func (c Config) prefetch() int { return max(4*c.WebhookConcurrency, c.OutboxBatc
 // queueBudget bounds the deliveries a relay holds and has not started, across
 // webhooks: two outbox batches, and enough to keep every worker busy twice over.
 func (c Config) queueBudget() int { return 2 * max(c.Workers, c.OutboxBatch, c.ClaimBatch) }
+
+// claimPoll is how often the claim looks for due deliveries nobody announced: another
+// relay's retries or leases once that relay is gone (a lease lasts leaseFor, tens of
+// seconds). Everything else wakes it: new deliveries, redeliveries, replays and handed
+// back leases notify, and this relay's own retries set a timer. Five outbox polls'
+// worth: measured idle with fsync on, polling both stages every second cost the relay
+// 0.30% of a core, every 5 s 0.10-0.13%.
+func (c Config) claimPoll() time.Duration { return 5 * c.PollInterval }
 
 // leaseFor is how long a claimed delivery stays ours: the attempt's timeout plus room
 // to record its result. A relay that dies mid-attempt loses the lease after this.

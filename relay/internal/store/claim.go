@@ -128,11 +128,17 @@ func Claim(ctx context.Context, q Querier, r ClaimRequest) ([]Claimed, error) {
 
 // releaseSQL hands back leases so that another relay takes the deliveries at once
 // instead of when the lease would have run out: the given ones ($2, $3), or every one
-// owner holds ($2 NULL).
+// owner holds ($2 NULL). The claimers are notified when it released any.
 const releaseSQL = `
-UPDATE relay.deliveries SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
- WHERE status = 'pending' AND lease_owner = $1
-   AND ($2::bigint[] IS NULL OR (id = ANY($2::bigint[]) AND lease_token = ANY($3::uuid[])))`
+WITH released AS (
+    UPDATE relay.deliveries SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+     WHERE status = 'pending' AND lease_owner = $1
+       AND ($2::bigint[] IS NULL OR (id = ANY($2::bigint[]) AND lease_token = ANY($3::uuid[])))
+    RETURNING 1
+), notified AS (
+    SELECT pg_notify('relay_deliveries', '') FROM (SELECT 1 FROM released LIMIT 1) AS any
+)
+SELECT (SELECT count(*) FROM released), (SELECT count(*) FROM notified)`
 
 // Release hands back the leases of owner in leases, or all of owner's when leases is
 // nil, and returns how many it released.
@@ -145,11 +151,11 @@ func Release(ctx context.Context, q Querier, owner string, leases []Lease) (int6
 			ids[i], tokens[i] = l.ID, l.Token
 		}
 	}
-	tag, err := q.Exec(ctx, releaseSQL, owner, ids, tokens)
-	if err != nil {
+	var released, notified int64
+	if err := q.QueryRow(ctx, releaseSQL, owner, ids, tokens).Scan(&released, &notified); err != nil {
 		return 0, fmt.Errorf("release leases: %w", err)
 	}
-	return tag.RowsAffected(), nil
+	return released, nil
 }
 
 // stillWantedSQL checks a delivery that waited in a relay's queue: the webhook may have
