@@ -136,7 +136,7 @@ WITH released AS (
        AND ($2::bigint[] IS NULL OR (id = ANY($2::bigint[]) AND lease_token = ANY($3::uuid[])))
     RETURNING 1
 ), notified AS (
-    SELECT pg_notify('relay_deliveries', '') FROM (SELECT 1 FROM released LIMIT 1) AS any
+    SELECT pg_notify('relay_deliveries', '') FROM (SELECT 1 FROM released LIMIT 1) AS first_one
 )
 SELECT (SELECT count(*) FROM released), (SELECT count(*) FROM notified)`
 
