@@ -15,20 +15,7 @@ import (
 func TestRecordCountsAttemptsPerWebhookAndMinute(t *testing.T) {
 	db := testutil.NewDB(t)
 	ctx := context.Background()
-	if _, err := db.Pool.Exec(ctx, `INSERT INTO relay.webhooks (event, target_url, created_at) VALUES ('post.published', 'http://127.0.0.1:1/', now() - interval '1 hour')`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Pool.Exec(ctx, `SELECT relay.emit('post.published', '{}') FROM generate_series(1, 5)`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Pool.Exec(ctx, `INSERT INTO relay.deliveries (event_id, webhook_id, next_attempt_at)
-		SELECT o."uuid"::uuid, w.id, now() - interval '1 second' FROM relay.outbox o, relay.webhooks w`); err != nil {
-		t.Fatal(err)
-	}
-	got, err := store.Claim(ctx, db.Pool, store.ClaimRequest{Owner: "me", Limit: 5, DefaultRoom: 5, Lease: time.Minute})
-	if err != nil || len(got) != 5 {
-		t.Fatalf("claim: %d, %v", len(got), err)
-	}
+	got := claimedDeliveries(t, db, "me", 5)
 	now := time.Now()
 	outs := []store.Outcome{
 		{Lease: got[0].Lease, Status: store.Succeeded, StatusCode: 200, Duration: 5 * time.Millisecond, CommittedAt: now.Add(-30 * time.Millisecond)},

@@ -17,20 +17,7 @@ import (
 func TestReleaseHandsBackLeasesAndAnnouncesThem(t *testing.T) {
 	db := testutil.NewDB(t)
 	ctx := context.Background()
-	if _, err := db.Pool.Exec(ctx, `INSERT INTO relay.webhooks (event, target_url, created_at) VALUES ('post.published', 'http://127.0.0.1:1/', now() - interval '1 hour')`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Pool.Exec(ctx, `SELECT relay.emit('post.published', '{}') FROM generate_series(1, 4)`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Pool.Exec(ctx, `INSERT INTO relay.deliveries (event_id, webhook_id, next_attempt_at)
-		SELECT o."uuid"::uuid, w.id, now() - interval '1 second' FROM relay.outbox o, relay.webhooks w`); err != nil {
-		t.Fatal(err)
-	}
-	got, err := store.Claim(ctx, db.Pool, store.ClaimRequest{Owner: "me", Limit: 4, DefaultRoom: 4, Lease: time.Minute})
-	if err != nil || len(got) != 4 {
-		t.Fatalf("claim: %d, %v", len(got), err)
-	}
+	got := claimedDeliveries(t, db, "me", 4)
 
 	listener, err := pgx.Connect(ctx, db.URL)
 	if err != nil {
