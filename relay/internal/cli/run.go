@@ -40,7 +40,7 @@ type RunCmd struct {
 	WebhookSecret      string           `name:"webhook-secret" env:"WEBHOOK_SECRET" default:"" help:"Stripe endpoint secret (whsec_...): verifies incoming Stripe events, signs stripe.* deliveries."`
 	Workers            int              `name:"workers" env:"RELAY_WORKERS" default:"${workers}" help:"Delivery attempts in flight in this process."`
 	WebhookConcurrency int              `name:"webhook-concurrency" env:"RELAY_WEBHOOK_CONCURRENCY" default:"${webhook_concurrency}" help:"Requests in flight to one webhook from this relay process."`
-	PollInterval       time.Duration    `name:"poll-interval" env:"RELAY_POLL_INTERVAL" default:"${poll_interval}" help:"Fallback poll interval when no notification arrives."`
+	PollInterval       time.Duration    `name:"poll-interval" env:"RELAY_POLL_INTERVAL" default:"${poll_interval}" help:"Fallback poll of the outbox when no notification arrives (stretched up to 5x while idle); unannounced due deliveries are looked for every 5x this."`
 	ReplayRate         int              `name:"replay-rate" env:"RELAY_REPLAY_RATE" default:"${replay_rate}" help:"Deliveries per second this relay's replays create at most, all together (relay replay): what live work must be left."`
 	InstanceID         string           `name:"instance-id" env:"RELAY_INSTANCE_ID" default:"" help:"Name of this relay in logs and leases (default: host-pid-random)."`
 	MaxConnections     int              `name:"max-connections" env:"RELAY_MAX_CONNECTIONS" default:"${max_connections}" help:"Connections the HTTP server on RELAY_ADDR holds at once; more wait to be accepted."`
