@@ -34,9 +34,13 @@ func TestPruneRemovesOnlyFinishedRowsOlderThanRetention(t *testing.T) {
 	unmatched := emit(t, db, "tag.added", map[string]any{})      // read, no delivery
 	recentRead := emit(t, db, "tag.edited", map[string]any{})    // read, no delivery, kept young
 	added := emit(t, db, "post.added", map[string]any{})         // -> succeeded (all)
+	// Settled, and read: the consumer group's offset has passed all four (an event the
+	// relay delivered may still be unacknowledged when its deliveries are recorded).
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		return queryInt(t, db, `SELECT count(*) FROM relay.deliveries WHERE status = 'succeeded'`) == 2 &&
-			queryInt(t, db, `SELECT count(*) FROM relay.deliveries WHERE status = 'pending' AND attempts = 1`) == 1
+			queryInt(t, db, `SELECT count(*) FROM relay.deliveries WHERE status = 'pending' AND attempts = 1`) == 1 &&
+			queryInt(t, db, `SELECT count(*) FROM relay.outbox o, relay.outbox_offsets g
+				WHERE (o.transaction_id, o."offset") <= (g.last_processed_transaction_id, g.offset_acked)`) == 4
 	}, "deliveries did not settle")
 	stop()
 	// Emitted while no relay runs: committed, but not yet read by the relay.
