@@ -187,10 +187,8 @@ func statusClass(s string) string {
 		return "bad"
 	case "pending", "wait":
 		return "wait"
-	case "skipped", "cancelled":
-		return "muted"
 	}
-	return "muted"
+	return "muted" // skipped, cancelled, and anything else
 }
 
 // clip shortens s to n characters for a table (its whole text goes in a title).
