@@ -20,24 +20,25 @@ type replayer struct {
 	log  zerolog.Logger
 	rate int
 	// wake fires when a replay is created (NOTIFY relay_replays, and when the listener
-	// (re)connects); idle is the wait between looks when none runs and no notification
-	// comes (a replay another relay left behind, a lost notification); busy is the wait
-	// while the running ones have no room.
-	wake       <-chan struct{}
-	idle, busy time.Duration
+	// (re)connects).
+	wake <-chan struct{}
 }
 
-// replayIdle: an idle relay looks for replays this often without a notification. It is
-// what it takes another relay to carry on a replay whose relay died, and costs an idle
-// relay one query each time.
-const replayIdle = 10 * time.Second
+const (
+	// replayIdle is the wait between looks when no replay runs and no notification
+	// comes (a replay another relay left behind, a lost notification): what it takes
+	// another relay to carry on a replay whose relay died, at one query each time.
+	replayIdle = 10 * time.Second
+	// replayBusy is the wait while the running replays have no room.
+	replayBusy = 100 * time.Millisecond
+)
 
 func newReplayer(db store.Beginner, log zerolog.Logger, rate int, wake <-chan struct{}) replayer {
-	return replayer{db: db, log: log, rate: rate, wake: wake, idle: replayIdle, busy: 100 * time.Millisecond}
+	return replayer{db: db, log: log, rate: rate, wake: wake}
 }
 
 func (r replayer) run(ctx context.Context) error {
-	wait := r.idle
+	wait := replayIdle
 	tokens, last := float64(r.rate), time.Now()
 	for {
 		t := time.NewTimer(wait)
@@ -66,13 +67,13 @@ func (r replayer) run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			r.log.Warn().Err(err).Msg("replay batch failed; trying again")
-			wait = r.idle
+			wait = replayIdle
 		case more:
 			wait = 0
 		case running:
-			wait = r.busy
+			wait = replayBusy
 		default:
-			wait = r.idle
+			wait = replayIdle
 		}
 	}
 }
