@@ -88,7 +88,12 @@ func newOutboxSubscriber(pool *pgxpool.Pool, cfg Config, wake <-chan struct{}, c
 // wakeBackoff replaces watermill-sql's fixed poll sleep with "sleep until notified or
 // the poll interval passes". After a notification it re-polls quickly for a moment:
 // an event is visible to the subscriber only once every older transaction in the
-// cluster has ended (pg_snapshot_xmin), which can lag the commit by a few ms.
+// cluster has ended (pg_snapshot_xmin), which usually lags the commit by a few ms but
+// lasts as long as the oldest open transaction anywhere in the cluster (a CMS's slow
+// transaction, another database's). So after the eager re-polls the wait grows from
+// eagerMaxStep by doubling, still woken by any notification, through poll up to
+// quietMax × poll: an announced event held back that way is read within about twice
+// the time it was held, not a whole poll interval later.
 // The subscriber calls it from its single consume loop, so the state needs no lock.
 type wakeBackoff struct {
 	wake    <-chan struct{}
@@ -98,8 +103,9 @@ type wakeBackoff struct {
 
 	eagerUntil time.Time
 	step       time.Duration
-	// quiet is the current wait between polls without a notification: poll at first,
-	// doubling up to quietMax × poll while the outbox stays empty and nobody notifies.
+	// quiet is the current wait between polls without a notification: eagerMaxStep
+	// after a notification or a batch (poll when the relay starts), doubling up to
+	// quietMax × poll while the outbox stays empty and nobody notifies.
 	quiet time.Duration
 }
 
@@ -134,7 +140,7 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 		return b.retry
 	}
 	if !noMsg {
-		b.step, b.quiet = 0, 0
+		b.step, b.quiet = 0, eagerMaxStep
 		return 0
 	}
 	if time.Now().Before(b.eagerUntil) {
@@ -149,7 +155,7 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 	select {
 	case <-b.wake:
 		b.eagerUntil = time.Now().Add(eagerWindow)
-		b.step, b.quiet = 0, 0
+		b.step, b.quiet = 0, eagerMaxStep
 	case <-t.C:
 		b.quiet = min(2*b.quiet, quietMax*b.poll)
 	case <-b.closing:

@@ -63,8 +63,8 @@ func TestCreatedReplayWakesTheReplayer(t *testing.T) {
 }
 
 // TestQuietOutboxPollStretchesAndANotificationResetsIt: without notifications the
-// outbox poll waits poll, 2 × poll, 4 × poll, then quietMax × poll; a notification
-// makes the next quiet wait poll again.
+// outbox poll waits poll, 2 × poll, 4 × poll, then quietMax × poll; after a notification
+// or a batch the waits start again from eagerMaxStep and double.
 func TestQuietOutboxPollStretchesAndANotificationResetsIt(t *testing.T) {
 	t.Parallel()
 	const poll = 20 * time.Millisecond
@@ -87,11 +87,22 @@ func TestQuietOutboxPollStretchesAndANotificationResetsIt(t *testing.T) {
 		t.Errorf("a notification was waited on for %s", got)
 	}
 	time.Sleep(eagerWindow) // past the eager re-polls that follow a notification
-	if got := waited(); got < poll || got >= quietMax*poll {
-		t.Errorf("the first quiet poll after a notification waited %s, want about %s", got, poll)
+	// Then the wait grows again from eagerMaxStep: an announced event that is not yet
+	// visible (an older transaction is open) is looked for soon, not a poll later.
+	if got := waited(); got >= poll {
+		t.Errorf("the first quiet poll after a notification waited %s, want about %s", got, eagerMaxStep)
 	}
-	b.HandleError(nil, false, nil) // a batch arrived: quiet again from poll
-	if got := waited(); got >= quietMax*poll {
-		t.Errorf("the first quiet poll after a batch waited %s, want about %s", got, poll)
+	// Doubling from eagerMaxStep reaches quietMax × poll within a dozen waits and stays.
+	for i := 1; waited() < quietMax*poll; i++ {
+		if i == 12 {
+			t.Fatalf("%d quiet polls after a notification and none waited %s", i, quietMax*poll)
+		}
+	}
+	if got := waited(); got < quietMax*poll {
+		t.Errorf("the quiet poll after a %s one waited %s", quietMax*poll, got)
+	}
+	b.HandleError(nil, false, nil) // a batch arrived: quiet again from eagerMaxStep
+	if got := waited(); got >= poll {
+		t.Errorf("the first quiet poll after a batch waited %s, want about %s", got, eagerMaxStep)
 	}
 }

@@ -117,6 +117,52 @@ func TestRolledBackEventIsNeverDelivered(t *testing.T) {
 	}
 }
 
+// TestEventHeldBackByAnOlderTransactionIsReadSoonAfterItEnds: the subscriber sees an
+// event only once every older transaction in the cluster has ended, so a slow
+// transaction (here 1 s, four times the eager re-poll window) holds back an event that
+// was announced at its commit. The relay keeps looking, with a growing wait, and
+// delivers it soon after the slow transaction ends, not a poll interval (30 s) later.
+func TestEventHeldBackByAnOlderTransactionIsReadSoonAfterItEnds(t *testing.T) {
+	t.Parallel()
+	db := testutil.NewDB(t)
+	rc := testutil.NewReceiver(t, nil)
+	addWebhook(t, db, "post.published", rc.URL(), "")
+	cfg := testConfig(t)
+	cfg.PollInterval = 30 * time.Second
+	startRelay(t, db, cfg)
+	ctx := context.Background()
+	// The relay is running and has read the (empty) outbox once an event gets through.
+	emit(t, db, "post.published", map[string]any{"post": map[string]any{"current": map[string]any{"id": "first"}}})
+	rc.WaitFor(t, 1, 10*time.Second)
+
+	slow, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Rollback(ctx)                                                 //nolint:errcheck // committed below; a failed test rolls back
+	if _, err := slow.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil { // an xid: it holds the snapshot's xmin
+		t.Fatal(err)
+	}
+	held := emit(t, db, "post.published", map[string]any{"post": map[string]any{"current": map[string]any{"id": "held"}}})
+	time.Sleep(time.Second)
+	if rc.Count() != 1 {
+		t.Fatalf("the receiver got %d requests while an older transaction was open, want 1", rc.Count())
+	}
+	if err := slow.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ended := time.Now()
+	reqs := rc.WaitFor(t, 2, 10*time.Second)
+	if got := reqs[1].Header.Get("webhook-id"); got != held {
+		t.Fatalf("second request is %s, want the held event %s", got, held)
+	}
+	lag := reqs[1].At.Sub(ended)
+	t.Logf("the held event reached the receiver %v after the older transaction ended", lag.Round(time.Millisecond))
+	if lag > 3*time.Second {
+		t.Errorf("the held event arrived %v after the older transaction ended, want within about twice the 1 s it was held", lag)
+	}
+}
+
 func TestUnknownEventNameRaises22023(t *testing.T) {
 	t.Parallel()
 	db := testutil.NewDB(t)
