@@ -1,0 +1,4 @@
+package store
+
+// ClaimSQL is the claim statement, for tests that look at its plan.
+const ClaimSQL = claimSQL
