@@ -104,6 +104,11 @@ func (r *Relay) Run(ctx context.Context) error {
 		return err
 	}
 	defer keyed.Close()
+	reader, err := outboxReaderPool(ctx, r.pool)
+	if err != nil {
+		return err
+	}
+	defer reader.Close()
 	claimSub := newClaimSubscriber(r.pool, r.cfg, r.owner, notes.deliveries, r.log)
 	claimSub.claims, claimSub.fanouts = claims, keyed
 	rec := newRecorder(keyed, r.owner, r.log, claimSub)
@@ -116,7 +121,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	transport := newTransport(r.cfg)
 	// Its keep-alive connections (and their goroutines) end with Run.
 	defer transport.CloseIdleConnections()
-	router, err := r.router(notes, claimSub, rec, transport, closing, wlog)
+	router, err := r.router(reader, notes, claimSub, rec, transport, closing, wlog)
 	if err != nil {
 		stopRecording()
 		stopServices()
@@ -186,6 +191,16 @@ func keyedPool(ctx context.Context, pool *pgxpool.Pool) (*pgxpool.Pool, error) {
 	return smallPool(ctx, pool, "fan-out and the record", 3, map[string]string{"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off", "jit": "off"})
 }
 
+// outboxReaderPool is the outbox subscriber's: its transactions write only the consumer
+// group's offset, and commit without waiting for the disk (synchronous_commit off). An
+// offset lost with a server crash is read again, and a batch read again is a no-op: the
+// fan-out, on its own durable pool, creates nothing for a pair that has a delivery.
+// That takes one flush off the read → fan-out → ack cycle that an event waits for.
+func outboxReaderPool(ctx context.Context, pool *pgxpool.Pool) (*pgxpool.Pool, error) {
+	// watermill-sql reads with one transaction at a time; a spare connection for a retry.
+	return smallPool(ctx, pool, "outbox reader", 2, map[string]string{"synchronous_commit": "off"})
+}
+
 // smallPool is a pool like pool with settings of its own and at most conns connections.
 func smallPool(ctx context.Context, pool *pgxpool.Pool, what string, conns int32, settings map[string]string) (*pgxpool.Pool, error) {
 	cfg := pool.Config().Copy()
@@ -201,8 +216,8 @@ func smallPool(ctx context.Context, pool *pgxpool.Pool, what string, conns int32
 }
 
 // router builds the Watermill router of the two stages.
-func (r *Relay) router(notes *notifier, claimSub *claimSubscriber, rec *recorder, transport *http.Transport, closing <-chan struct{}, wlog wmLogger) (*message.Router, error) {
-	outboxSub, err := newOutboxSubscriber(r.pool, r.cfg, notes.outbox, closing, wlog)
+func (r *Relay) router(reader *pgxpool.Pool, notes *notifier, claimSub *claimSubscriber, rec *recorder, transport *http.Transport, closing <-chan struct{}, wlog wmLogger) (*message.Router, error) {
+	outboxSub, err := newOutboxSubscriber(reader, r.cfg, notes.outbox, closing, wlog)
 	if err != nil {
 		return nil, err
 	}
