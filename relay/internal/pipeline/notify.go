@@ -8,9 +8,11 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Channels the database notifies at commit: relay.emit notifies outboxChannel, the
-// fan-out notifies deliveriesChannel, a new replay replaysChannel. A notification is only a hint to poll now; the
-// pollers still poll on their interval, so a lost notification costs latency, never data.
+// Channels the database notifies at commit: relay.emit notifies outboxChannel; the
+// fan-out, redeliveries, replay batches, released ordered keys and handed-back leases
+// deliveriesChannel; a new replay replaysChannel. A notification is only a hint to poll
+// now; the pollers still poll on their interval, so a lost notification costs latency,
+// never data.
 const (
 	outboxChannel     = "relay_outbox"
 	deliveriesChannel = "relay_deliveries"
