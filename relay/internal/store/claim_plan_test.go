@@ -2,8 +2,10 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -22,17 +24,12 @@ func TestClaimLeasesByPrimaryKeyOnStaleStatistics(t *testing.T) {
 	t.Parallel()
 	db := testutil.NewDB(t)
 	ctx := context.Background()
-	for _, sql := range []string{
+	execAll(t, db,
 		`ALTER TABLE relay.deliveries SET (autovacuum_enabled = false)`,
-		`INSERT INTO relay.webhooks (event, target_url, created_at) VALUES ('post.published', 'http://127.0.0.1:1/', now() - interval '1 hour')`,
+		oneWebhookSQL,
 		`ANALYZE`, // the webhook; no delivery yet, as when a drain starts
-		`INSERT INTO relay.deliveries (event_id, webhook_id, next_attempt_at)
-		 SELECT gen_random_uuid(), w.id, now() - interval '1 second' FROM relay.webhooks w, generate_series(1, 50000)`,
-	} {
-		if _, err := db.Pool.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+		dueDeliveriesSQL(50000),
+	)
 	// The relay plans the claim for each execution's values (its claim pool).
 	var plan []string
 	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
@@ -55,5 +52,52 @@ func TestClaimLeasesByPrimaryKeyOnStaleStatistics(t *testing.T) {
 	}
 	if !strings.Contains(text, "deliveries_pkey") {
 		t.Errorf("the claim's update does not find its rows by primary key:\n%s", text)
+	}
+}
+
+// TestClaimLeasesAreHOTUpdates: a claim changes no indexed column of relay.deliveries,
+// so when the page its rows are on has room (the table's fillfactor, schema 00014) the
+// leases are written in place, without new entries in the table's indexes. With rows
+// packed four fifths full (fillfactor 80), a claim of 100 neighbouring rows wrote 78 of
+// them as new versions elsewhere, each with four index entries.
+func TestClaimLeasesAreHOTUpdates(t *testing.T) {
+	t.Parallel()
+	db := testutil.NewDB(t)
+	ctx := context.Background()
+	execAll(t, db, oneWebhookSQL, dueDeliveriesSQL(400)) // one after another, as a fan-out writes them
+	var updated, hot int64
+	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		if _, err := store.Claim(ctx, tx, store.ClaimRequest{Owner: "me", Limit: 100, DefaultRoom: 100, Lease: time.Minute}); err != nil {
+			return err
+		}
+		// This transaction's own counts, before they reach the shared statistics.
+		return tx.QueryRow(ctx, `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables
+		                          WHERE relid = 'relay.deliveries'::regclass`).Scan(&updated, &hot)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if updated != 100 {
+		t.Fatalf("the claim updated %d deliveries, want 100", updated)
+	}
+	if hot < updated*9/10 {
+		t.Errorf("%d of the claim's %d updates were HOT, want at least 90%%", hot, updated)
+	}
+}
+
+const oneWebhookSQL = `INSERT INTO relay.webhooks (event, target_url, created_at) VALUES ('post.published', 'http://127.0.0.1:1/', now() - interval '1 hour')`
+
+// dueDeliveriesSQL inserts n pending deliveries, due now, to every webhook.
+func dueDeliveriesSQL(n int) string {
+	return fmt.Sprintf(`INSERT INTO relay.deliveries (event_id, webhook_id, next_attempt_at)
+		 SELECT gen_random_uuid(), w.id, now() - interval '1 second' FROM relay.webhooks w, generate_series(1, %d)`, n)
+}
+
+func execAll(t *testing.T, db *testutil.DB, statements ...string) {
+	t.Helper()
+	for _, sql := range statements {
+		if _, err := db.Pool.Exec(context.Background(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
 	}
 }
