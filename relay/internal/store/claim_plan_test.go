@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -82,22 +81,5 @@ func TestClaimLeasesAreHOTUpdates(t *testing.T) {
 	}
 	if hot < updated*9/10 {
 		t.Errorf("%d of the claim's %d updates were HOT, want at least 90%%", hot, updated)
-	}
-}
-
-const oneWebhookSQL = `INSERT INTO relay.webhooks (event, target_url, created_at) VALUES ('post.published', 'http://127.0.0.1:1/', now() - interval '1 hour')`
-
-// dueDeliveriesSQL inserts n pending deliveries, due now, to every webhook.
-func dueDeliveriesSQL(n int) string {
-	return fmt.Sprintf(`INSERT INTO relay.deliveries (event_id, webhook_id, next_attempt_at)
-		 SELECT gen_random_uuid(), w.id, now() - interval '1 second' FROM relay.webhooks w, generate_series(1, %d)`, n)
-}
-
-func execAll(t *testing.T, db *testutil.DB, statements ...string) {
-	t.Helper()
-	for _, sql := range statements {
-		if _, err := db.Pool.Exec(context.Background(), sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
 	}
 }
